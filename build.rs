@@ -1,0 +1,30 @@
+//! Bakes libtorch's directory into the binary's (and test binaries') rpath, so the
+//! tool runs from anywhere without LD_LIBRARY_PATH.
+
+use std::path::PathBuf;
+
+fn main() {
+    // torch-sys (links = "tch") exports the lib directory it linked against.
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Some(linked_lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
+        return;
+    };
+    // .libtorch is a symlink inside the checkout; resolving it keeps the binary
+    // working when copied elsewhere or when the checkout is removed.
+    let lib = std::fs::canonicalize(&linked_lib).unwrap_or_else(|_| linked_lib.clone());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    if lib.join("libtorch_cuda.so").exists() {
+        // Nothing references libtorch_cuda by symbol, so an as-needed linker
+        // drops it and CUDA devices become invisible to tch.
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        linked_lib.join("../build-version").display()
+    );
+    // Recorded in every report: runs are comparable only on the same libtorch.
+    let version = std::fs::read_to_string(linked_lib.join("../build-version"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    println!("cargo:rustc-env=CHURN_AUDIT_LIBTORCH_VERSION={version}");
+}

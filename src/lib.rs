@@ -1,0 +1,18 @@
+//! churn-audit: train N models that differ only in chosen sources of
+//! randomness, and measure how much their predictions disagree.
+//!
+//! Data flows one way: [`config`] → [`data`] → [`train`] → predictions →
+//! [`metrics`] → [`report`]. `metrics` and `report` never touch libtorch.
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod randomness;
+pub mod report;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,74 @@
+//! Summary statistics across models.
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: usize,
+    pub mean: f64,
+    /// Sample standard deviation (n - 1 in the denominator).
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    /// 95% Student-t interval for the mean: mean ± t(0.975, n-1) · std / √n.
+    pub ci95: Interval,
+}
+
+/// Summary of at least two values.
+pub fn summarize(values: &[f64]) -> Summary {
+    let n = values.len();
+    assert!(n >= 2, "summarize needs at least two values");
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let std = variance.sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .expect("n - 1 >= 1 degrees of freedom is a valid Student-t")
+        .inverse_cdf(0.975);
+    let half_width = t * std / (n as f64).sqrt();
+    Summary {
+        n,
+        mean,
+        std,
+        min: values.iter().copied().fold(f64::INFINITY, f64::min),
+        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ci95: Interval {
+            low: mean - half_width,
+            high: mean + half_width,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn hand_computed_summary() {
+        // mean 0.96, deviations ±0.01, 0: variance (1e-4 + 0 + 1e-4) / 2 = 1e-4, std 0.01.
+        let s = summarize(&[0.95, 0.96, 0.97]);
+        assert!(close(s.mean, 0.96));
+        assert!(close(s.std, 0.01));
+        assert_eq!((s.min, s.max), (0.95, 0.97));
+        // t(0.975, 2) = 4.302652729911275; half width 4.3027 · 0.01 / √3.
+        let half = 4.302652729911275 * 0.01 / 3f64.sqrt();
+        assert!((s.ci95.low - (0.96 - half)).abs() < 1e-7, "{:?}", s.ci95);
+        assert!((s.ci95.high - (0.96 + half)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn identical_values_have_zero_width() {
+        let s = summarize(&[0.5, 0.5, 0.5, 0.5]);
+        assert_eq!((s.std, s.ci95.low, s.ci95.high), (0.0, 0.5, 0.5));
+    }
+}
