@@ -50,6 +50,9 @@ fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> Result<(), Error> {
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
+        check_output_directory("--json", path)?;
+    }
     let config = RunConfig::from_args(args);
     let total = config.models;
     let quiet = args.quiet;
@@ -85,5 +88,16 @@ fn write_json(report: &Report, path: &Path) -> Result<(), Error> {
             .map_err(failed)
     } else {
         std::fs::write(path, json).map_err(failed)
+    }
+}
+
+/// Refuses an output whose directory is missing before any training, so a
+/// typo in a path never costs the run.
+fn check_output_directory(flag: &str, path: &Path) -> Result<(), Error> {
+    let directory = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if directory.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::usage(flag, format!("directory {} does not exist", directory.display())))
     }
 }
