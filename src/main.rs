@@ -94,10 +94,16 @@ fn write_json(report: &Report, path: &Path) -> Result<(), Error> {
 /// Refuses an output whose directory is missing before any training, so a
 /// typo in a path never costs the run.
 fn check_output_directory(flag: &str, path: &Path) -> Result<(), Error> {
-    let directory = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if directory.is_dir() {
         Ok(())
     } else {
-        Err(Error::usage(flag, format!("directory {} does not exist", directory.display())))
+        Err(Error::usage(
+            flag,
+            format!("directory {} does not exist", directory.display()),
+        ))
     }
 }

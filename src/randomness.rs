@@ -70,6 +70,10 @@ pub fn parse_vary(spec: &str) -> Result<BTreeSet<Source>, String> {
 /// so every model of every run with that seed sees the same split.
 pub const SPLIT_STREAM: &str = "split";
 
+/// Stream name of the bootstrap resampling behind reported intervals, so a
+/// report's intervals are reproducible from its base seed.
+pub const BOOTSTRAP_STREAM: &str = "bootstrap";
+
 /// The first 8 bytes (little-endian) of
 /// sha256("churn-audit" ‖ 0x00 ‖ base_seed as u64 LE ‖ stream name ‖ 0x00 ‖ index as u64 LE).
 pub fn derive_seed(base_seed: u64, stream: &str, index: u64) -> u64 {

@@ -8,18 +8,43 @@ use sha2::{Digest, Sha256};
 const FAST: &[&str] = &["run", "--epochs", "3", "--threads", "1", "--quiet"];
 
 fn report(extra: &[&str]) -> Value {
-    let output = Command::cargo_bin("churn-audit").unwrap().args(FAST).args(extra).args(["--json", "-"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(extra)
+        .args(["--json", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).expect("stdout holds only the JSON report")
 }
 
 fn strings(report: &Value, field: &str) -> Vec<String> {
-    report["models"].as_array().unwrap().iter().map(|m| m[field].as_str().unwrap().to_owned()).collect()
+    report["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[field].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn predicted(report: &Value) -> Vec<Vec<Option<u64>>> {
     let models = report["models"].as_array().unwrap();
-    models.iter().map(|m| m["predicted"].as_array().unwrap().iter().map(Value::as_u64).collect()).collect()
+    models
+        .iter()
+        .map(|m| {
+            m["predicted"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::as_u64)
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
@@ -42,7 +67,10 @@ fn varying_only_init_gives_churn_and_keeps_other_seeds() {
     assert_eq!(report["reproducibility"]["distinct_weight_hashes"], 3);
     let models = report["models"].as_array().unwrap();
     for model in models {
-        assert_eq!(model["seeds"]["data_order"], models[0]["seeds"]["data_order"]);
+        assert_eq!(
+            model["seeds"]["data_order"],
+            models[0]["seeds"]["data_order"]
+        );
         assert_eq!(model["seeds"]["dropout"], models[0]["seeds"]["dropout"]);
         assert_eq!(model["data_order_sha256"], models[0]["data_order_sha256"]);
     }
@@ -54,8 +82,14 @@ fn a_fixed_source_uses_model_zero_seed() {
     // Model 0 is the same model whether or not the others vary.
     let fixed = report(&["--seeds", "2", "--vary", "none"]);
     let varied = report(&["--seeds", "2", "--vary", "all"]);
-    assert_eq!(fixed["models"][0]["weights_sha256"], varied["models"][0]["weights_sha256"]);
-    assert_ne!(fixed["models"][1]["weights_sha256"], varied["models"][1]["weights_sha256"]);
+    assert_eq!(
+        fixed["models"][0]["weights_sha256"],
+        varied["models"][0]["weights_sha256"]
+    );
+    assert_ne!(
+        fixed["models"][1]["weights_sha256"],
+        varied["models"][1]["weights_sha256"]
+    );
 }
 
 /// The data order is the stream's own output: sha256 over every epoch's
@@ -68,15 +102,25 @@ fn expected_order_hash(base_seed: u64, model: u64, n_train: usize, epochs: usize
             hasher.update(index.to_le_bytes());
         }
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
 fn hidden_width_does_not_move_the_data_order() {
     let narrow = report(&["--seeds", "2", "--hidden", "16"]);
     let deep = report(&["--seeds", "2", "--hidden", "64,32", "--dropout", "0.5"]);
-    assert_eq!(strings(&narrow, "data_order_sha256"), strings(&deep, "data_order_sha256"));
-    assert_ne!(strings(&narrow, "weights_sha256"), strings(&deep, "weights_sha256"));
+    assert_eq!(
+        strings(&narrow, "data_order_sha256"),
+        strings(&deep, "data_order_sha256")
+    );
+    assert_ne!(
+        strings(&narrow, "weights_sha256"),
+        strings(&deep, "weights_sha256")
+    );
     let n_train = narrow["dataset"]["n_train"].as_u64().unwrap() as usize;
     assert_eq!(n_train, 1438);
     let order = strings(&narrow, "data_order_sha256");
@@ -87,14 +131,21 @@ fn hidden_width_does_not_move_the_data_order() {
 #[test]
 fn json_churn_figures_recompute_from_its_own_predictions() {
     let report = report(&["--seeds", "4"]);
-    let labels: Vec<u64> = report["dataset"]["test_labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap()).collect();
+    let labels: Vec<u64> = report["dataset"]["test_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
     let predicted = predicted(&report);
     let n = labels.len() as f64;
     let matrix = report["churn"]["matrix"].as_array().unwrap();
     let mut pairs = Vec::new();
     for i in 0..4 {
         for j in 0..4 {
-            let differing = (0..labels.len()).filter(|&e| predicted[i][e].is_none() || predicted[i][e] != predicted[j][e]).count();
+            let differing = (0..labels.len())
+                .filter(|&e| predicted[i][e].is_none() || predicted[i][e] != predicted[j][e])
+                .count();
             let expected = if i == j { 0.0 } else { differing as f64 / n };
             assert_eq!(matrix[i][j].as_f64().unwrap(), expected, "pair {i},{j}");
             if i < j {
@@ -102,13 +153,23 @@ fn json_churn_figures_recompute_from_its_own_predictions() {
             }
         }
     }
-    assert_eq!(report["churn"]["mean"].as_f64().unwrap(), pairs.iter().sum::<f64>() / pairs.len() as f64);
+    assert_eq!(
+        report["churn"]["mean"].as_f64().unwrap(),
+        pairs.iter().sum::<f64>() / pairs.len() as f64
+    );
     for (k, model) in report["models"].as_array().unwrap().iter().enumerate() {
-        let correct = (0..labels.len()).filter(|&e| predicted[k][e] == Some(labels[e])).count();
+        let correct = (0..labels.len())
+            .filter(|&e| predicted[k][e] == Some(labels[e]))
+            .count();
         assert_eq!(model["accuracy"].as_f64().unwrap(), correct as f64 / n);
     }
-    let unstable = (0..labels.len()).filter(|&e| (1..4).any(|k| predicted[k][e] != predicted[0][e])).count();
-    assert_eq!(report["unstable"]["count"].as_u64().unwrap() as usize, unstable);
+    let unstable = (0..labels.len())
+        .filter(|&e| (1..4).any(|k| predicted[k][e] != predicted[0][e]))
+        .count();
+    assert_eq!(
+        report["unstable"]["count"].as_u64().unwrap() as usize,
+        unstable
+    );
     assert_eq!(report["flips"].as_array().unwrap().len(), unstable);
 }
 
@@ -121,44 +182,86 @@ fn report_records_schema_split_and_pinned_fingerprints() {
     assert_eq!(report["config"]["data"]["split"]["test_fraction"], 0.2);
     assert_eq!(report["dataset"]["n_test"], 359);
     // The split and decoding are pure Rust, so these hold on every machine.
-    assert_eq!(report["dataset"]["test_sha256"], "874fecfebd0b302ab0d17f769db2ea8892fdd24e840f906d266f69b2c325f692");
-    assert_eq!(report["dataset"]["train_sha256"], "3746663f976e189564a66265a0a6f2cb7f5e1786207785e258737f1fd0c32270");
+    assert_eq!(
+        report["dataset"]["test_sha256"],
+        "874fecfebd0b302ab0d17f769db2ea8892fdd24e840f906d266f69b2c325f692"
+    );
+    assert_eq!(
+        report["dataset"]["train_sha256"],
+        "3746663f976e189564a66265a0a6f2cb7f5e1786207785e258737f1fd0c32270"
+    );
 }
 
 #[test]
 fn reruns_are_bitwise_identical() {
     let first = report(&["--seeds", "2"]);
     let second = report(&["--seeds", "2"]);
-    assert_eq!(strings(&first, "weights_sha256"), strings(&second, "weights_sha256"));
-    assert_eq!(strings(&first, "predictions_sha256"), strings(&second, "predictions_sha256"));
+    assert_eq!(
+        strings(&first, "weights_sha256"),
+        strings(&second, "weights_sha256")
+    );
+    assert_eq!(
+        strings(&first, "predictions_sha256"),
+        strings(&second, "predictions_sha256")
+    );
     assert_eq!(first["config_sha256"], second["config_sha256"]);
 }
 
 #[test]
 fn table_output_names_the_verdicts() {
-    let output = Command::cargo_bin("churn-audit").unwrap().args(FAST).args(["--seeds", "2", "--vary", "none"]).output().unwrap();
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(["--seeds", "2", "--vary", "none"])
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("│ bitwise reproducible ┆ yes"), "{stdout}");
-    assert!(stdout.contains("mean 0.00% (min 0.00%, max 0.00%)"), "{stdout}");
+    assert!(
+        stdout.contains("mean 0.00% (min 0.00%, max 0.00%)"),
+        "{stdout}"
+    );
 }
 
 fn fails_with(args: &[&str], message: &str) {
-    let output = Command::cargo_bin("churn-audit").unwrap().args(args).output().unwrap();
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "{args:?}");
-    assert_eq!(String::from_utf8(output.stderr).unwrap(), format!("{message}\n"));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        format!("{message}\n")
+    );
     assert!(output.stdout.is_empty());
 }
 
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_code_2() {
-    fails_with(&["run", "--seeds", "1"], "error: invalid value '1' for '--seeds <N>': must be at least 2, got 1");
-    fails_with(&["run", "--epochs", "0"], "error: invalid value '0' for '--epochs <N>': must be at least 1, got 0");
+    fails_with(
+        &["run", "--seeds", "1"],
+        "error: invalid value '1' for '--seeds <N>': must be at least 2, got 1",
+    );
+    fails_with(
+        &["run", "--epochs", "0"],
+        "error: invalid value '0' for '--epochs <N>': must be at least 1, got 0",
+    );
     fails_with(
         &["run", "--vary", "init,weights"],
         "error: invalid value 'init,weights' for '--vary <SOURCES>': unknown source 'weights' (expected init, data-order, dropout, all or none)",
     );
-    fails_with(&["run", "--bogus"], "error: unexpected argument '--bogus' found");
-    fails_with(&["run", "--dropout", "1.5"], "error: invalid value '1.5' for '--dropout <P>': must be in [0, 1), got 1.5");
-    fails_with(&["run", "--json", "/nonexistent-dir/report.json"], "error: --json: directory /nonexistent-dir does not exist");
+    fails_with(
+        &["run", "--bogus"],
+        "error: unexpected argument '--bogus' found",
+    );
+    fails_with(
+        &["run", "--dropout", "1.5"],
+        "error: invalid value '1.5' for '--dropout <P>': must be in [0, 1), got 1.5",
+    );
+    fails_with(
+        &["run", "--json", "/nonexistent-dir/report.json"],
+        "error: --json: directory /nonexistent-dir does not exist",
+    );
 }

@@ -4,7 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::stats::Interval;
 use super::Prediction;
+use crate::randomness::Stream;
+
+/// Bootstrap replicates behind the interval for mean churn.
+pub const BOOTSTRAP_REPLICATES: usize = 2000;
 
 pub fn pair_churn(a: &[Prediction], b: &[Prediction]) -> f64 {
     debug_assert_eq!(a.len(), b.len());
@@ -24,10 +29,14 @@ pub struct ChurnSummary {
     pub mean: f64,
     pub min: f64,
     pub max: f64,
+    /// 95% bootstrap interval for the mean, resampling models and examples
+    /// (see [`bootstrap_mean_churn`]).
+    pub ci95: Interval,
 }
 
-/// Churn of every pair of models. Needs at least two models.
-pub fn churn_summary(models: &[Vec<Prediction>]) -> ChurnSummary {
+/// Churn of every pair of models, with a bootstrap interval for the mean drawn
+/// from `bootstrap_seed`. Needs at least two models.
+pub fn churn_summary(models: &[Vec<Prediction>], bootstrap_seed: u64) -> ChurnSummary {
     let n = models.len();
     let mut matrix = vec![vec![0.0; n]; n];
     let mut pairs = Vec::with_capacity(n * n.saturating_sub(1) / 2);
@@ -42,11 +51,75 @@ pub fn churn_summary(models: &[Vec<Prediction>]) -> ChurnSummary {
     let mean = pairs.iter().sum::<f64>() / pairs.len() as f64;
     let min = pairs.iter().copied().fold(f64::INFINITY, f64::min);
     let max = pairs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let ci95 = bootstrap_mean_churn(models, bootstrap_seed, BOOTSTRAP_REPLICATES);
     ChurnSummary {
         matrix,
         mean,
         min,
         max,
+        ci95,
+    }
+}
+
+/// Percentile interval (2.5%, 97.5%) for mean pairwise churn. Pairwise churns
+/// share models and examples, so they are not independent samples: each
+/// replicate resamples the N models and the n test examples, both with
+/// replacement, and averages churn over the pairs of distinct models drawn
+/// (a model paired with its own copy says nothing about churn). With two
+/// models this reduces to resampling examples.
+pub fn bootstrap_mean_churn(models: &[Vec<Prediction>], seed: u64, replicates: usize) -> Interval {
+    let n_models = models.len();
+    let n_examples = models[0].len();
+    // Per pair, only the examples where the two differ: churn is usually a few
+    // percent, so replicates touch far fewer entries than N²·n.
+    let differing: Vec<Vec<Vec<u32>>> = (0..n_models)
+        .map(|a| {
+            (0..n_models)
+                .map(|b| {
+                    (0..n_examples as u32)
+                        .filter(|&e| {
+                            let (x, y) = (models[a][e as usize], models[b][e as usize]);
+                            a != b && (x.is_none() || x != y)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut stream = Stream::new(seed);
+    let mut weights = vec![0u32; n_examples];
+    let mut means = Vec::with_capacity(replicates);
+    while means.len() < replicates {
+        let drawn: Vec<usize> = (0..n_models)
+            .map(|_| stream.below(n_models as u64) as usize)
+            .collect();
+        weights.iter_mut().for_each(|w| *w = 0);
+        for _ in 0..n_examples {
+            weights[stream.below(n_examples as u64) as usize] += 1;
+        }
+        let mut total = 0.0;
+        let mut pairs = 0usize;
+        for i in 0..n_models {
+            for j in i + 1..n_models {
+                if drawn[i] != drawn[j] {
+                    let count: u32 = differing[drawn[i]][drawn[j]]
+                        .iter()
+                        .map(|&e| weights[e as usize])
+                        .sum();
+                    total += f64::from(count) / n_examples as f64;
+                    pairs += 1;
+                }
+            }
+        }
+        if pairs > 0 {
+            means.push(total / pairs as f64);
+        }
+    }
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[(q * (replicates - 1) as f64).round() as usize];
+    Interval {
+        low: at(0.025),
+        high: at(0.975),
     }
 }
 
@@ -114,7 +187,7 @@ mod tests {
             preds(&[0, 0, 0, 1]),
             preds(&[1, 1, 0, 1]),
         ];
-        let summary = churn_summary(&models);
+        let summary = churn_summary(&models, 0);
         assert_eq!(
             summary.matrix,
             vec![
@@ -126,6 +199,36 @@ mod tests {
         assert_eq!(summary.mean, 0.5);
         assert_eq!(summary.min, 0.25);
         assert_eq!(summary.max, 0.75);
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean_and_is_seeded() {
+        // 3 models, 100 examples: model 2 differs from the others on 10 of them.
+        let base: Vec<i32> = (0..100).map(|e| e % 10).collect();
+        let mut odd = base.clone();
+        odd[..10].iter_mut().for_each(|l| *l = 9 - *l);
+        let models = vec![preds(&base), preds(&base), preds(&odd)];
+        let summary = churn_summary(&models, 7);
+        assert!((summary.mean - 0.2 / 3.0).abs() < 1e-12);
+        assert!(
+            summary.ci95.low < summary.mean && summary.mean < summary.ci95.high,
+            "{:?}",
+            summary.ci95
+        );
+        assert!(summary.ci95.low >= 0.0 && summary.ci95.high < 0.2);
+        assert_eq!(
+            bootstrap_mean_churn(&models, 7, 500),
+            bootstrap_mean_churn(&models, 7, 500)
+        );
+        // Identical models: no churn in any replicate.
+        let same = vec![preds(&base), preds(&base)];
+        assert_eq!(
+            bootstrap_mean_churn(&same, 1, 100),
+            Interval {
+                low: 0.0,
+                high: 0.0
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::metrics::churn::{churn_summary, flips, ChurnSummary, Flip};
 use crate::metrics::stats::{summarize, Summary};
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
-use crate::randomness::ModelSeeds;
+use crate::randomness::{derive_seed, ModelSeeds, BOOTSTRAP_STREAM};
 use crate::train::TrainedModel;
 
 /// Bumped whenever a field changes meaning or disappears (adding one is not a break).
@@ -171,10 +171,13 @@ impl Report {
             schema_version: SCHEMA_VERSION,
             tool: ToolInfo::current(),
             config_sha256: config.sha256(),
+            churn: churn_summary(
+                &predictions,
+                derive_seed(config.base_seed, BOOTSTRAP_STREAM, 0),
+            ),
             config,
             execution,
             accuracy: summarize(&accuracies),
-            churn: churn_summary(&predictions),
             unstable: Unstable {
                 count: flips.len(),
                 share: flips.len() as f64 / dataset.n_test as f64,

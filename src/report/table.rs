@@ -62,8 +62,10 @@ pub fn render(report: &Report) -> String {
     summary.add_row(vec![
         "pairwise churn".to_owned(),
         format!(
-            "mean {} (min {}, max {})",
+            "mean {} (95% CI {} – {}; min {}, max {})",
             percent(churn.mean),
+            percent(churn.ci95.low),
+            percent(churn.ci95.high),
             percent(churn.min),
             percent(churn.max)
         ),
