@@ -219,7 +219,7 @@ fn table_output_names_the_verdicts() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("│ bitwise reproducible ┆ yes"), "{stdout}");
     assert!(
-        stdout.contains("mean 0.00% (min 0.00%, max 0.00%)"),
+        stdout.contains("mean 0.00% (95% CI 0.00% – 0.00%; min 0.00%, max 0.00%)"),
         "{stdout}"
     );
 }
