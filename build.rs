@@ -22,9 +22,27 @@ fn main() {
         "cargo:rerun-if-changed={}",
         linked_lib.join("../build-version").display()
     );
+    compile_determinism_shim(&linked_lib);
     // Recorded in every report: runs are comparable only on the same libtorch.
     let version = std::fs::read_to_string(linked_lib.join("../build-version"))
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
     println!("cargo:rustc-env=CHURN_AUDIT_LIBTORCH_VERSION={version}");
+}
+
+/// Builds src/shim/determinism.cpp against the same libtorch headers torch-sys used.
+fn compile_determinism_shim(linked_lib: &std::path::Path) {
+    println!("cargo:rerun-if-changed=src/shim/determinism.cpp");
+    let include = linked_lib.join("../include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("src/shim/determinism.cpp")
+        .compile("churn_audit_shim");
 }

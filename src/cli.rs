@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::randomness::{parse_vary, Source};
+use crate::train::DeviceChoice;
 use crate::train::OptimizerKind;
 
 pub const EXIT_CODES: &str = "\
@@ -28,18 +29,42 @@ pub enum Command {
     /// Train N models that differ only in the chosen sources of randomness and report their churn.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Attribute churn to its sources: a control group where nothing varies, one
+    /// group per source varied alone (init, data-order, dropout, data-refresh,
+    /// threads, kernels), and one group where every seed varies.
+    #[command(after_help = EXIT_CODES)]
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Number of models to train (at least 2).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least::<2>)]
-    pub seeds: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
 
     /// Sources of randomness that differ between models: a comma-separated list
-    /// of init, data-order, dropout; or all; or none (every model identical).
-    #[arg(long, value_name = "SOURCES", default_value = "all", value_parser = parse_vary)]
+    /// of init, data-order, dropout, data-refresh; or all; or none (every model
+    /// identical). data-refresh trains each model on its own random subsample.
+    #[arg(long, value_name = "SOURCES", default_value = "init,data-order,dropout", value_parser = parse_vary)]
     pub vary: BTreeSet<Source>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Intra-op thread counts the threads group alternates between
+    /// [default: 1 and all cores].
+    #[arg(long, value_name = "N,N", value_delimiter = ',', value_parser = at_least::<1>)]
+    pub thread_counts: Option<Vec<usize>>,
+}
+
+/// Flags shared by `run` and `audit`: the data, the recipe and the outputs.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Number of models to train (per group, for audit; at least 2).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least::<2>)]
+    pub seeds: usize,
 
     /// Base seed from which every model's per-source seeds are derived.
     #[arg(long, value_name = "SEED", default_value_t = 0)]
@@ -89,6 +114,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = at_least::<1>)]
     pub threads: Option<usize>,
 
+    /// Device to train on: cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+
+    /// Share of the training set each model sees when data-refresh varies.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.9, value_parser = open_unit_interval)]
+    pub refresh_fraction: f64,
+
+    /// Top-2 logit margin below which a test example counts as a near-tie.
+    #[arg(long, value_name = "EPS", default_value_t = 1e-6, value_parser = non_negative)]
+    pub tie_epsilon: f64,
+
     /// Write the JSON report to PATH ("-" for stdout, which then carries nothing else).
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -126,6 +163,26 @@ fn positive_finite(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+fn non_negative(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    if value < 0.0 {
+        return Err(format!("must be at least 0, got {value}"));
+    }
+    Ok(value)
+}
+
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    match text {
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        _ => text
+            .strip_prefix("cuda:")
+            .and_then(|ordinal| ordinal.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| format!("'{text}' is not a device (expected cpu, cuda or cuda:N)")),
+    }
+}
+
 fn probability(text: &str) -> Result<f64, String> {
     let value = number(text)?;
     if !(0.0..1.0).contains(&value) {
@@ -156,6 +213,11 @@ mod tests {
     fn number_checks() {
         assert_eq!(at_least::<2>("1").unwrap_err(), "must be at least 2, got 1");
         assert_eq!(at_least::<2>("x").unwrap_err(), "'x' is not a whole number");
+        assert_eq!(parse_device("cuda:1"), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!(
+            parse_device("gpu").unwrap_err(),
+            "'gpu' is not a device (expected cpu, cuda or cuda:N)"
+        );
         assert_eq!(probability("1").unwrap_err(), "must be in [0, 1), got 1");
         assert_eq!(
             positive_finite("inf").unwrap_err(),

@@ -6,24 +6,30 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::RunArgs;
+use crate::cli::{AuditArgs, CommonArgs, RunArgs};
 use crate::data::{hex, SplitSpec};
 use crate::model::ModelConfig;
-use crate::randomness::Source;
-use crate::train::{OptimizerKind, TrainConfig};
+use crate::randomness::{ModelSeeds, Source};
+use crate::train::{DeviceChoice, ModelSpec, OptimizerKind, TrainConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
-    /// Number of models.
+    /// Number of models (per group, in an audit).
     pub models: usize,
     pub base_seed: u64,
-    /// Sources that differ between models; the others use model 0's seed.
+    /// Sources that differ between models; the others use model 0's seed
+    /// (data-refresh, when not varied, means the full training set).
     pub vary: BTreeSet<Source>,
     /// libtorch intra-op threads.
     pub threads: usize,
+    pub device: DeviceChoice,
+    /// Share of the training set each model sees when data-refresh varies.
+    pub refresh_fraction: f64,
+    /// Top-2 logit margin under which an example counts as a near-tie.
+    pub tie_epsilon: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,8 +38,21 @@ pub struct DataConfig {
     pub split: SplitSpec,
 }
 
+/// What makes a model, beyond its spec: the part of the config every model of
+/// a run or audit shares. Hashed with the spec to key a model.
+#[derive(Serialize)]
+struct Recipe<'a> {
+    data: &'a DataConfig,
+    model: &'a ModelConfig,
+    train: &'a TrainConfig,
+}
+
 impl RunConfig {
     pub fn from_args(args: &RunArgs) -> Self {
+        Self::from_common(&args.common, args.vary.clone())
+    }
+
+    fn from_common(args: &CommonArgs, vary: BTreeSet<Source>) -> Self {
         let default_learning_rate = match args.optimizer {
             OptimizerKind::Adam => 0.001,
             OptimizerKind::Sgd => 0.05,
@@ -59,16 +78,75 @@ impl RunConfig {
             },
             models: args.seeds,
             base_seed: args.base_seed,
-            vary: args.vary.clone(),
+            vary,
             threads: args.threads.unwrap_or_else(all_cores),
+            device: args.device,
+            refresh_fraction: args.refresh_fraction,
+            tie_epsilon: args.tie_epsilon,
         }
     }
 
     /// sha256 of the configuration's JSON form (fields in declaration order).
     pub fn sha256(&self) -> String {
-        let json = serde_json::to_vec(self).expect("a RunConfig always serialises");
-        hex(&Sha256::digest(json))
+        sha256_json(self)
     }
+
+    /// Model `index` of this configuration, with its seeds per `vary`.
+    pub fn model_spec(&self, vary: &BTreeSet<Source>, index: usize, replica: usize) -> ModelSpec {
+        ModelSpec {
+            seeds: ModelSeeds::for_model(self.base_seed, vary, index as u64),
+            refresh_fraction: vary
+                .contains(&Source::DataRefresh)
+                .then_some(self.refresh_fraction),
+            threads: self.threads,
+            device: self.device,
+            deterministic_kernels: true,
+            replica,
+        }
+    }
+
+    /// sha256 of the shared recipe and one model's spec: equal keys, same model.
+    pub fn model_key(&self, spec: &ModelSpec) -> String {
+        let recipe = Recipe {
+            data: &self.data,
+            model: &self.model,
+            train: &self.train,
+        };
+        sha256_json(&(recipe, spec))
+    }
+}
+
+/// An audit: the control configuration (nothing varies) and the settings its
+/// groups vary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditConfig {
+    pub control: RunConfig,
+    /// Intra-op thread counts the threads group alternates between.
+    pub thread_counts: Vec<usize>,
+}
+
+impl AuditConfig {
+    pub fn from_args(args: &AuditArgs) -> Self {
+        let control = RunConfig::from_common(&args.common, BTreeSet::new());
+        let thread_counts = args.thread_counts.clone().unwrap_or_else(|| {
+            let mut counts = vec![1, all_cores()];
+            counts.dedup();
+            counts
+        });
+        AuditConfig {
+            control,
+            thread_counts,
+        }
+    }
+
+    pub fn sha256(&self) -> String {
+        sha256_json(self)
+    }
+}
+
+fn sha256_json(value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).expect("configurations always serialise");
+    hex(&Sha256::digest(json))
 }
 
 fn all_cores() -> usize {

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use churn_audit::cli::{Cli, Command, RunArgs};
-use churn_audit::config::RunConfig;
-use churn_audit::report::{table, Report};
+use churn_audit::cli::{AuditArgs, Cli, Command, CommonArgs, RunArgs};
+use churn_audit::config::{AuditConfig, RunConfig};
+use churn_audit::report::table;
+use churn_audit::report::ModelReport;
 use churn_audit::{pipeline, Error};
 
 fn main() -> ExitCode {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => run(&args),
+        Command::Audit(args) => audit(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,34 +51,71 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> Result<(), Error> {
-    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
-    if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
-        check_output_directory("--json", path)?;
-    }
+    check_outputs(&args.common)?;
     let config = RunConfig::from_args(args);
-    let total = config.models;
+    let report = pipeline::run(config, &mut progress(&args.common))?;
+    emit(&args.common, &report.to_json(), || table::render(&report))
+}
+
+fn audit(args: &AuditArgs) -> Result<(), Error> {
+    check_outputs(&args.common)?;
+    let config = AuditConfig::from_args(args);
+    let report = pipeline::audit(config, &mut progress(&args.common))?;
+    emit(&args.common, &report.to_json(), || report.render_table())
+}
+
+/// One stderr line per trained model, unless quiet.
+fn progress(args: &CommonArgs) -> impl FnMut(&ModelReport) {
     let quiet = args.quiet;
-    let report = pipeline::run(config, &mut |model| {
+    move |model: &ModelReport| {
         if !quiet {
             eprintln!(
-                "model {}/{total}: accuracy {:.2}%, {:.2} s",
+                "model {} trained: accuracy {:.2}%, {:.2} s",
                 model.index + 1,
                 model.accuracy * 100.0,
                 model.train_seconds
             );
         }
-    })?;
-    if let Some(path) = &args.json {
-        write_json(&report, path)?;
     }
-    if !json_to_stdout {
-        print!("{}", table::render(&report));
+}
+
+fn json_to_stdout(args: &CommonArgs) -> bool {
+    args.json.as_deref() == Some(Path::new("-"))
+}
+
+/// Refuses an output whose directory is missing before any training, so a
+/// typo in a path never costs the run.
+fn check_outputs(args: &CommonArgs) -> Result<(), Error> {
+    let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout(args)) else {
+        return Ok(());
+    };
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if directory.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            "--json",
+            format!("directory {} does not exist", directory.display()),
+        ))
+    }
+}
+
+/// Writes the JSON where asked and the table to stdout unless JSON goes there.
+fn emit(args: &CommonArgs, json: &str, table: impl FnOnce() -> String) -> Result<(), Error> {
+    if let Some(path) = &args.json {
+        write_json(json, path)?;
+    }
+    if !json_to_stdout(args) {
+        print!("{}", table());
     }
     Ok(())
 }
 
-fn write_json(report: &Report, path: &Path) -> Result<(), Error> {
-    let json = report.to_json() + "\n";
+fn write_json(json: &str, path: &Path) -> Result<(), Error> {
+    let json = format!("{json}\n");
     let failed = |source| Error::Output {
         path: path.to_owned(),
         source,
@@ -88,22 +127,5 @@ fn write_json(report: &Report, path: &Path) -> Result<(), Error> {
             .map_err(failed)
     } else {
         std::fs::write(path, json).map_err(failed)
-    }
-}
-
-/// Refuses an output whose directory is missing before any training, so a
-/// typo in a path never costs the run.
-fn check_output_directory(flag: &str, path: &Path) -> Result<(), Error> {
-    let directory = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if directory.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::usage(
-            flag,
-            format!("directory {} does not exist", directory.display()),
-        ))
     }
 }

@@ -1,13 +1,16 @@
-//! One run, end to end: config → data → train → predictions → metrics → report.
+//! Runs and audits, end to end: config → data → train → predictions → metrics → report.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Once;
 
-use crate::config::RunConfig;
+use crate::config::{AuditConfig, RunConfig};
 use crate::data::{digits, stratified_split};
 use crate::error::Result;
-use crate::randomness::ModelSeeds;
+use crate::metrics::analysis::{analyze, Analysis};
+use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
+use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{train_model, TrainData};
+use crate::train::{train_model, DeviceChoice, ModelSpec, TrainData};
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
 /// fixed value keeps it out of the list of things that could differ between runs.
@@ -19,38 +22,165 @@ fn pin_inter_op_threads() {
     PINNED.call_once(|| tch::set_num_interop_threads(INTER_OP_THREADS as i32));
 }
 
+/// The data, once, and every model trained so far, keyed so that a model
+/// asked for twice (same recipe, same spec) is trained once.
+struct Session<'a> {
+    config: &'a RunConfig,
+    tensors: TrainData,
+    dataset: DatasetInfo,
+    models: Vec<ModelReport>,
+    logits: Vec<Vec<f32>>,
+    by_key: HashMap<String, usize>,
+    reused: usize,
+}
+
+impl<'a> Session<'a> {
+    fn open(config: &'a RunConfig) -> Result<Self> {
+        pin_inter_op_threads();
+        let device = config.device.resolve()?;
+        let data = digits::load()?;
+        let split = stratified_split(&data, config.data.split)?;
+        Ok(Session {
+            config,
+            tensors: TrainData::new(&split, device)?,
+            dataset: DatasetInfo::describe(&split.train, &split.test),
+            models: Vec::new(),
+            logits: Vec::new(),
+            by_key: HashMap::new(),
+            reused: 0,
+        })
+    }
+
+    /// The index of the model `spec` describes, training it if it is new.
+    fn obtain(
+        &mut self,
+        spec: &ModelSpec,
+        on_model: &mut dyn FnMut(&ModelReport),
+    ) -> Result<usize> {
+        let key = self.config.model_key(spec);
+        if let Some(&index) = self.by_key.get(&key) {
+            self.reused += 1;
+            return Ok(index);
+        }
+        let index = self.models.len();
+        let trained = train_model(
+            index,
+            spec,
+            &self.tensors,
+            &self.config.model,
+            &self.config.train,
+        )?;
+        let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
+        on_model(&model);
+        self.models.push(model);
+        self.logits.push(trained.test_logits);
+        self.by_key.insert(key, index);
+        Ok(index)
+    }
+
+    fn analyze(&self, members: &[usize]) -> Analysis {
+        let outcomes: Vec<_> = members
+            .iter()
+            .map(|&i| self.models[i].outcome(&self.logits[i]))
+            .collect();
+        let bootstrap_seed = derive_seed(self.config.base_seed, BOOTSTRAP_STREAM, 0);
+        analyze(
+            &outcomes,
+            &self.dataset.test_set(),
+            self.config.tie_epsilon,
+            bootstrap_seed,
+        )
+    }
+
+    fn execution(&self) -> Execution {
+        Execution {
+            device: self.config.device.to_string(),
+            intra_op_threads: self.config.threads,
+            inter_op_threads: INTER_OP_THREADS,
+            mode: "sequential".into(),
+        }
+    }
+}
+
 /// Trains every model of `config` and builds the report; `on_model` hears of
 /// each model as it finishes (for progress output).
 pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<Report> {
-    pin_inter_op_threads();
-    let dataset = digits::load()?;
-    let split = stratified_split(&dataset, config.data.split)?;
-    let tensors = TrainData::new(&split)?;
-    let mut models = Vec::with_capacity(config.models);
+    let mut session = Session::open(&config)?;
+    let mut members = Vec::with_capacity(config.models);
     for index in 0..config.models {
-        let seeds = ModelSeeds::for_model(config.base_seed, &config.vary, index as u64);
-        tch::set_num_threads(config.threads as i32);
-        let trained = train_model(index, &seeds, &tensors, &config.model, &config.train)?;
-        let model = ModelReport::new(
-            index,
-            seeds,
-            trained,
-            &split.test.labels,
-            split.test.n_classes,
-        );
-        on_model(&model);
-        models.push(model);
+        // Every model is trained, even when nothing varies: that is the test.
+        let spec = config.model_spec(&config.vary, index, index);
+        members.push(session.obtain(&spec, on_model)?);
     }
-    let execution = Execution {
-        device: "cpu".into(),
-        intra_op_threads: config.threads,
-        inter_op_threads: INTER_OP_THREADS,
-        mode: "sequential".into(),
-    };
-    Ok(Report::build(
-        config,
-        execution,
-        DatasetInfo::describe(&split.train, &split.test),
-        models,
+    let analysis = session.analyze(&members);
+    let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
+    Ok(Report::build(config, execution, dataset, models, analysis))
+}
+
+/// Trains the control group, one group per source and one with every seed
+/// varied, reusing any model two groups share.
+pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<AuditReport> {
+    let control = &config.control;
+    let mut session = Session::open(control)?;
+    let n = control.models;
+    let mut groups = Vec::new();
+
+    let none = BTreeSet::new();
+    let mut group =
+        |name: &str, session: &mut Session, specs: Vec<ModelSpec>| -> Result<GroupReport> {
+            let members = specs
+                .iter()
+                .map(|spec| session.obtain(spec, on_model))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(GroupReport::measured(
+                name,
+                members.clone(),
+                session.analyze(&members),
+            ))
+        };
+
+    // Replicas of one model: any difference is non-determinism.
+    let control_specs = (0..n).map(|k| control.model_spec(&none, 0, k)).collect();
+    groups.push(group("control", &mut session, control_specs)?);
+    for source in Source::ALL {
+        let vary = BTreeSet::from([source]);
+        let specs = (0..n).map(|k| control.model_spec(&vary, k, 0)).collect();
+        groups.push(group(source.name(), &mut session, specs)?);
+    }
+    if config.thread_counts.len() < 2 {
+        groups.push(GroupReport::not_applicable(
+            "threads",
+            "only one thread count to compare (--thread-counts)",
+        ));
+    } else {
+        let counts = &config.thread_counts;
+        let specs = (0..n)
+            .map(|k| ModelSpec {
+                threads: counts[k % counts.len()],
+                ..control.model_spec(&none, 0, k)
+            })
+            .collect();
+        groups.push(group("threads", &mut session, specs)?);
+    }
+    match control.device {
+        DeviceChoice::Cpu => groups.push(GroupReport::not_applicable("kernels", "no CUDA device")),
+        DeviceChoice::Cuda(_) => {
+            let specs = (0..n)
+                .map(|k| ModelSpec {
+                    deterministic_kernels: false,
+                    ..control.model_spec(&none, 0, k)
+                })
+                .collect();
+            groups.push(group("kernels", &mut session, specs)?);
+        }
+    }
+    let all: BTreeSet<Source> = Source::ALL.into_iter().collect();
+    let specs = (0..n).map(|k| control.model_spec(&all, k, 0)).collect();
+    groups.push(group("all", &mut session, specs)?);
+
+    let reused = session.reused;
+    let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
+    Ok(AuditReport::build(
+        config, execution, dataset, models, groups, reused,
     ))
 }

@@ -23,16 +23,26 @@ pub enum Source {
     DataOrder,
     /// Dropout masks (libtorch's generator, reseeded right before the training loop).
     Dropout,
+    /// Which subsample of the training set a model sees, as when data is
+    /// refreshed between model versions. Unlike the others it has no "fixed"
+    /// value: when it does not vary, every model trains on the full set.
+    DataRefresh,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [Source::Init, Source::DataOrder, Source::Dropout];
+    pub const ALL: [Source; 4] = [
+        Source::Init,
+        Source::DataOrder,
+        Source::Dropout,
+        Source::DataRefresh,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Source::Init => "init",
             Source::DataOrder => "data-order",
             Source::Dropout => "dropout",
+            Source::DataRefresh => "data-refresh",
         }
     }
 }
@@ -51,7 +61,7 @@ impl FromStr for Source {
             .into_iter()
             .find(|source| source.name() == s)
             .ok_or_else(|| {
-                format!("unknown source '{s}' (expected init, data-order, dropout, all or none)")
+                format!("unknown source '{s}' (expected init, data-order, dropout, data-refresh, all or none)")
             })
     }
 }
@@ -95,6 +105,7 @@ pub struct ModelSeeds {
     pub init: u64,
     pub data_order: u64,
     pub dropout: u64,
+    pub data_refresh: u64,
 }
 
 impl ModelSeeds {
@@ -109,6 +120,7 @@ impl ModelSeeds {
             init: seed(Source::Init),
             data_order: seed(Source::DataOrder),
             dropout: seed(Source::Dropout),
+            data_refresh: seed(Source::DataRefresh),
         }
     }
 }
@@ -190,7 +202,7 @@ mod tests {
     #[test]
     fn vary_parses_lists_all_and_none() {
         assert_eq!(parse_vary("none").unwrap(), BTreeSet::new());
-        assert_eq!(parse_vary("all").unwrap().len(), 3);
+        assert_eq!(parse_vary("all").unwrap().len(), 4);
         let two = parse_vary("dropout, init").unwrap();
         assert_eq!(
             two.into_iter().collect::<Vec<_>>(),
@@ -198,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             parse_vary("init,weights").unwrap_err(),
-            "unknown source 'weights' (expected init, data-order, dropout, all or none)"
+            "unknown source 'weights' (expected init, data-order, dropout, data-refresh, all or none)"
         );
     }
 

@@ -13,6 +13,109 @@ use crate::error::{Error, Result};
 use crate::model::{Mlp, ModelConfig};
 use crate::randomness::{ModelSeeds, Stream};
 
+/// Where models train. Serialised as "cpu" or "cuda:N".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(device: DeviceChoice) -> String {
+        device.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|ordinal| ordinal.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("'{text}' is not a device")),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The tch device, or a usage error when this machine has no such device.
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(ordinal) => {
+                let available = if tch::Cuda::is_available() {
+                    tch::Cuda::device_count() as usize
+                } else {
+                    0
+                };
+                if ordinal < available {
+                    Ok(Device::Cuda(ordinal))
+                } else {
+                    Err(Error::usage(
+                        "--device",
+                        format!(
+                            "{self} is not available: this machine has {available} CUDA devices"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+extern "C" {
+    fn churn_audit_set_deterministic(enabled: i32) -> i32;
+    fn churn_audit_deterministic_algorithms() -> i32;
+}
+
+/// Switches libtorch's deterministic algorithms and cuDNN determinism together
+/// (through src/shim/determinism.cpp; tch exposes neither).
+pub fn set_deterministic_kernels(enabled: bool) -> Result<()> {
+    // SAFETY: plain C functions over libtorch's global context; no pointers cross.
+    let refused = unsafe { churn_audit_set_deterministic(i32::from(enabled)) } != 0;
+    if refused {
+        return Err(Error::Torch(TchError::Torch(format!(
+            "libtorch refused to set deterministic kernels to {enabled}"
+        ))));
+    }
+    Ok(())
+}
+
+pub fn deterministic_kernels() -> bool {
+    // SAFETY: as above.
+    unsafe { churn_audit_deterministic_algorithms() != 0 }
+}
+
+/// Everything that makes one model what it is, beyond the shared recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub seeds: ModelSeeds,
+    /// Share of the training rows this model sees (`None`: all of them).
+    pub refresh_fraction: Option<f64>,
+    /// libtorch intra-op threads.
+    pub threads: usize,
+    pub device: DeviceChoice,
+    /// Deterministic kernels (libtorch's deterministic algorithms and cuDNN).
+    pub deterministic_kernels: bool,
+    /// Tells apart deliberate retrains of an otherwise identical model (the
+    /// control group), which must not be deduplicated.
+    pub replica: usize,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -31,8 +134,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
 }
 
-/// The split as tensors, built once and shared by every model of a run.
+/// The split as tensors on the training device, built once and shared by
+/// every model of a run.
 pub struct TrainData {
+    device: Device,
     train_x: Tensor,
     train_y: Tensor,
     test_x: Tensor,
@@ -42,15 +147,16 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    pub fn new(split: &Split) -> Result<Self> {
+    pub fn new(split: &Split, device: Device) -> Result<Self> {
         let rows = |n: usize, features: &[f32]| -> Result<Tensor> {
             Ok(Tensor::f_from_slice(features)?
                 .f_reshape([n as i64, split.train.n_features as i64])?)
         };
         let labels: Vec<i64> = split.train.labels.iter().map(|&l| i64::from(l)).collect();
         Ok(TrainData {
+            device,
             train_x: rows(split.train.len(), &split.train.features)?,
-            train_y: Tensor::f_from_slice(&labels)?,
+            train_y: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
             test_x: rows(split.test.len(), &split.test.features)?,
             n_train: split.train.len(),
             n_inputs: split.train.n_features,
@@ -65,27 +171,33 @@ pub struct TrainedModel {
     pub weights_sha256: String,
     /// sha256 of the test logits as f32 LE: equal only if outputs are bitwise equal.
     pub predictions_sha256: String,
-    /// sha256 of every epoch's visiting order (u32 LE indices), to check the
-    /// data-order stream directly.
+    /// sha256 of the training rows in the order visited, every epoch (u32 LE):
+    /// without data refresh, exactly the data-order stream's permutations.
     pub data_order_sha256: String,
     pub steps: u64,
     pub seconds: f64,
 }
 
-/// Trains model `index` with its own seeds. libtorch's global generator is
+/// Trains model `index` as `spec` says. libtorch's global generator is
 /// reseeded from the init seed right before the model is built and from the
-/// dropout seed right before the loop; the data order comes from a separate
-/// Rust stream, so nothing else can shift either libtorch draw.
+/// dropout seed right before the loop; the data order and the refresh
+/// subsample come from separate Rust streams, so nothing else can shift either
+/// libtorch draw.
 pub fn train_model(
     index: usize,
-    seeds: &ModelSeeds,
+    spec: &ModelSpec,
     data: &TrainData,
     model_config: &ModelConfig,
     config: &TrainConfig,
 ) -> Result<TrainedModel> {
     let started = Instant::now();
+    tch::set_num_threads(spec.threads as i32);
+    set_deterministic_kernels(spec.deterministic_kernels)?;
+    let seeds = &spec.seeds;
+    let rows = training_rows(data.n_train, spec.refresh_fraction, seeds.data_refresh);
+
     tch::manual_seed(seeds.init as i64);
-    let store = nn::VarStore::new(Device::Cpu);
+    let store = nn::VarStore::new(data.device);
     let model = Mlp::new(&store.root(), data.n_inputs, data.n_classes, model_config);
     let mut optimizer = match config.optimizer {
         OptimizerKind::Sgd => nn::Sgd {
@@ -101,16 +213,20 @@ pub fn train_model(
     let mut order_hash = Sha256::new();
     let mut steps = 0u64;
     for _epoch in 0..config.epochs {
-        let order = order_stream.permutation(data.n_train);
-        for position in &order {
-            order_hash.update(position.to_le_bytes());
+        let order: Vec<u32> = order_stream
+            .permutation(rows.len())
+            .into_iter()
+            .map(|position| rows[position as usize])
+            .collect();
+        for row in &order {
+            order_hash.update(row.to_le_bytes());
         }
         let mut last_loss = None;
         for batch in order.chunks(config.batch_size) {
-            let rows: Vec<i64> = batch.iter().map(|&row| i64::from(row)).collect();
-            let rows = Tensor::f_from_slice(&rows)?;
-            let xs = data.train_x.f_index_select(0, &rows)?;
-            let ys = data.train_y.f_index_select(0, &rows)?;
+            let batch: Vec<i64> = batch.iter().map(|&row| i64::from(row)).collect();
+            let batch = Tensor::f_from_slice(&batch)?.f_to_device(data.device)?;
+            let xs = data.train_x.f_index_select(0, &batch)?;
+            let ys = data.train_y.f_index_select(0, &batch)?;
             let loss = model
                 .forward(&xs, true)?
                 .f_log_softmax(-1, Kind::Float)?
@@ -134,7 +250,7 @@ pub fn train_model(
     }
 
     let logits = tch::no_grad(|| model.forward(&data.test_x, false))?;
-    let test_logits = Vec::<f32>::try_from(logits.f_flatten(0, -1)?)?;
+    let test_logits = Vec::<f32>::try_from(logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
     Ok(TrainedModel {
         predictions_sha256: hex(&Sha256::digest(f32_bytes(&test_logits))),
         test_logits,
@@ -143,6 +259,22 @@ pub fn train_model(
         steps,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The training rows a model sees: all of them, or (data refresh) the first
+/// round(fraction · n) of a permutation drawn from the refresh seed, in
+/// ascending order so that only the data-order stream decides visiting order.
+pub fn training_rows(n_train: usize, refresh_fraction: Option<f64>, refresh_seed: u64) -> Vec<u32> {
+    match refresh_fraction {
+        None => (0..n_train as u32).collect(),
+        Some(fraction) => {
+            let keep = ((n_train as f64 * fraction).round() as usize).clamp(1, n_train);
+            let mut rows = Stream::new(refresh_seed).permutation(n_train);
+            rows.truncate(keep);
+            rows.sort_unstable();
+            rows
+        }
+    }
 }
 
 /// Canonical weight hash: parameters in name order, each as its name's byte
@@ -168,4 +300,35 @@ pub fn weights_sha256(store: &nn::VarStore) -> Result<String, TchError> {
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_keeps_a_seeded_sorted_subsample() {
+        assert_eq!(training_rows(4, None, 9), vec![0, 1, 2, 3]);
+        let rows = training_rows(100, Some(0.9), 5);
+        assert_eq!(rows.len(), 90);
+        assert!(rows.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(rows, training_rows(100, Some(0.9), 5));
+        assert_ne!(rows, training_rows(100, Some(0.9), 6));
+        assert_eq!(training_rows(3, Some(0.01), 5).len(), 1);
+    }
+
+    #[test]
+    fn device_names_round_trip() {
+        for device in [DeviceChoice::Cpu, DeviceChoice::Cuda(2)] {
+            assert_eq!(DeviceChoice::try_from(device.to_string()), Ok(device));
+        }
+    }
+
+    #[test]
+    fn determinism_shim_switches_libtorch() {
+        set_deterministic_kernels(true).unwrap();
+        assert!(deterministic_kernels());
+        set_deterministic_kernels(false).unwrap();
+        assert!(!deterministic_kernels());
+    }
 }

@@ -1,6 +1,8 @@
 //! Pure functions over predictions: churn, flips and summary statistics. No
 //! libtorch here, so every figure is tested exactly on hand-made cases.
 
+pub mod agreement;
+pub mod analysis;
 pub mod churn;
 pub mod stats;
 

@@ -1,22 +1,27 @@
-//! The report: one typed struct, serialised by serde, that every output format
-//! renders. It carries enough (test labels, every model's predictions) for a
+//! The reports: typed structs, serialised by serde, that every output format
+//! renders. They carry enough (test labels, every model's predictions) for a
 //! dashboard to recompute every churn figure from the JSON alone.
 
+pub mod audit;
 pub mod table;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::Dataset;
-use crate::metrics::churn::{churn_summary, flips, ChurnSummary, Flip};
-use crate::metrics::stats::{summarize, Summary};
+use crate::metrics::analysis::{
+    Analysis, ModelOutcome, PairAgreement, Reproducibility, TestSet, Unstable, Variation,
+};
+use crate::metrics::churn::{ChurnSummary, Flip};
+use crate::metrics::stats::Summary;
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
-use crate::randomness::{derive_seed, ModelSeeds, BOOTSTRAP_STREAM};
-use crate::train::TrainedModel;
+use crate::randomness::ModelSeeds;
+use crate::train::{ModelSpec, TrainedModel};
 
 /// Bumped whenever a field changes meaning or disappears (adding one is not a break).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The report of `churn-audit run`: one group of models.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
@@ -28,8 +33,10 @@ pub struct Report {
     pub models: Vec<ModelReport>,
     pub accuracy: Summary,
     pub churn: ChurnSummary,
+    pub pairs: Vec<PairAgreement>,
     pub unstable: Unstable,
     pub reproducibility: Reproducibility,
+    pub variation: Variation,
     /// Every test example on which the models do not all agree.
     pub flips: Vec<Flip>,
 }
@@ -56,6 +63,7 @@ impl ToolInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub device: String,
+    /// The run's intra-op thread count (each model's own is in `models[]`).
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
     /// How models were trained: "sequential" (one after another).
@@ -92,12 +100,27 @@ impl DatasetInfo {
             test_labels: test.labels.clone(),
         }
     }
+
+    pub fn test_set(&self) -> TestSet<'_> {
+        TestSet {
+            labels: &self.test_labels,
+            ids: &self.test_ids,
+            n_classes: self.n_classes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelReport {
     pub index: usize,
+    /// sha256 of the recipe and this model's spec: models with equal keys are
+    /// the same model, trained once.
+    pub key: String,
     pub seeds: ModelSeeds,
+    pub threads: usize,
+    /// Share of the training set this model saw (null: all of it).
+    pub refresh_fraction: Option<f64>,
+    pub deterministic_kernels: bool,
     pub accuracy: f64,
     /// Test rows whose logits held a NaN (no prediction; counted as wrong).
     pub unpredictable: usize,
@@ -113,84 +136,73 @@ pub struct ModelReport {
 impl ModelReport {
     pub fn new(
         index: usize,
-        seeds: ModelSeeds,
-        trained: TrainedModel,
-        test_labels: &[u16],
-        n_classes: usize,
+        key: String,
+        spec: &ModelSpec,
+        trained: &TrainedModel,
+        test: &DatasetInfo,
     ) -> Self {
-        let predicted = predict(&trained.test_logits, n_classes);
+        let predicted = predict(&trained.test_logits, test.n_classes);
         ModelReport {
             index,
-            seeds,
-            accuracy: accuracy(&predicted, test_labels),
+            key,
+            seeds: spec.seeds,
+            threads: spec.threads,
+            refresh_fraction: spec.refresh_fraction,
+            deterministic_kernels: spec.deterministic_kernels,
+            accuracy: accuracy(&predicted, &test.test_labels),
             unpredictable: count_unpredictable(&predicted),
-            weights_sha256: trained.weights_sha256,
-            predictions_sha256: trained.predictions_sha256,
-            data_order_sha256: trained.data_order_sha256,
+            weights_sha256: trained.weights_sha256.clone(),
+            predictions_sha256: trained.predictions_sha256.clone(),
+            data_order_sha256: trained.data_order_sha256.clone(),
             steps: trained.steps,
             train_seconds: trained.seconds,
             predicted,
         }
     }
-}
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Unstable {
-    /// Test examples on which not every model predicts the same label.
-    pub count: usize,
-    pub share: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Reproducibility {
-    pub distinct_weight_hashes: usize,
-    pub distinct_prediction_hashes: usize,
-    /// Every model's weights and test logits are bitwise identical.
-    pub bitwise_reproducible: bool,
-}
-
-fn distinct<'a>(hashes: impl Iterator<Item = &'a String>) -> usize {
-    hashes.collect::<std::collections::BTreeSet<_>>().len()
+    pub fn outcome<'a>(&'a self, logits: &'a [f32]) -> ModelOutcome<'a> {
+        ModelOutcome {
+            predicted: &self.predicted,
+            logits,
+            accuracy: self.accuracy,
+            weights_sha256: &self.weights_sha256,
+            predictions_sha256: &self.predictions_sha256,
+        }
+    }
 }
 
 impl Report {
-    /// Derives every figure from the models' predictions.
     pub fn build(
         config: RunConfig,
         execution: Execution,
         dataset: DatasetInfo,
         models: Vec<ModelReport>,
+        analysis: Analysis,
     ) -> Self {
-        let predictions: Vec<Vec<Prediction>> =
-            models.iter().map(|m| m.predicted.clone()).collect();
-        let accuracies: Vec<f64> = models.iter().map(|m| m.accuracy).collect();
-        let flips = flips(&predictions, &dataset.test_labels, &dataset.test_ids);
-        let distinct_weight_hashes = distinct(models.iter().map(|m| &m.weights_sha256));
-        let distinct_prediction_hashes = distinct(models.iter().map(|m| &m.predictions_sha256));
+        let Analysis {
+            accuracy,
+            churn,
+            pairs,
+            unstable,
+            reproducibility,
+            variation,
+            flips,
+        } = analysis;
         Report {
             schema_version: SCHEMA_VERSION,
             tool: ToolInfo::current(),
             config_sha256: config.sha256(),
-            churn: churn_summary(
-                &predictions,
-                derive_seed(config.base_seed, BOOTSTRAP_STREAM, 0),
-            ),
             config,
             execution,
-            accuracy: summarize(&accuracies),
-            unstable: Unstable {
-                count: flips.len(),
-                share: flips.len() as f64 / dataset.n_test as f64,
-            },
-            reproducibility: Reproducibility {
-                distinct_weight_hashes,
-                distinct_prediction_hashes,
-                bitwise_reproducible: distinct_weight_hashes == 1
-                    && distinct_prediction_hashes == 1,
-            },
-            flips,
             dataset,
             models,
+            accuracy,
+            churn,
+            pairs,
+            unstable,
+            reproducibility,
+            variation,
+            flips,
         }
     }
 

@@ -1,0 +1,186 @@
+//! The report of `churn-audit audit`: one group per source of randomness.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+use serde::{Deserialize, Serialize};
+
+use super::{DatasetInfo, Execution, ModelReport, ToolInfo, SCHEMA_VERSION};
+use crate::config::AuditConfig;
+use crate::metrics::analysis::Analysis;
+
+/// Groups in which some seed is varied: identical models there mean the seed
+/// did not reach the model.
+const SEEDED_GROUPS: [&str; 5] = ["init", "data-order", "dropout", "data-refresh", "all"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub schema_version: u32,
+    pub tool: ToolInfo,
+    pub config: AuditConfig,
+    pub config_sha256: String,
+    pub execution: Execution,
+    pub dataset: DatasetInfo,
+    /// Every distinct model trained; groups refer to them by index.
+    pub models: Vec<ModelReport>,
+    pub groups: Vec<GroupReport>,
+    /// Models a group asked for that another group had already trained.
+    pub reused_models: usize,
+    /// Findings that mean the audit itself, or the pipeline, needs a look.
+    pub red_flags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// control, init, data-order, dropout, data-refresh, threads, kernels or all.
+    pub source: String,
+    /// Why the group could not be measured here (null when it was).
+    pub not_applicable: Option<String>,
+    /// Indices into `models`, in group order.
+    pub members: Vec<usize>,
+    pub analysis: Option<Analysis>,
+}
+
+impl GroupReport {
+    pub fn measured(source: &str, members: Vec<usize>, analysis: Analysis) -> Self {
+        GroupReport {
+            source: source.into(),
+            not_applicable: None,
+            members,
+            analysis: Some(analysis),
+        }
+    }
+
+    pub fn not_applicable(source: &str, reason: &str) -> Self {
+        GroupReport {
+            source: source.into(),
+            not_applicable: Some(reason.into()),
+            members: Vec::new(),
+            analysis: None,
+        }
+    }
+}
+
+fn red_flags(groups: &[GroupReport]) -> Vec<String> {
+    let mut flags = Vec::new();
+    for group in groups {
+        let Some(analysis) = &group.analysis else {
+            continue;
+        };
+        let repro = &analysis.reproducibility;
+        if group.source == "control" && !repro.bitwise_reproducible {
+            flags.push(if repro.distinct_weight_hashes > 1 {
+                format!(
+                    "the pipeline is non-deterministic: the control group (nothing varied) has {} distinct weight hashes",
+                    repro.distinct_weight_hashes
+                )
+            } else {
+                format!(
+                    "the pipeline is non-deterministic: the control group's weights are identical but its predictions are not ({} distinct prediction hashes)",
+                    repro.distinct_prediction_hashes
+                )
+            });
+        }
+        if SEEDED_GROUPS.contains(&group.source.as_str()) && repro.bitwise_reproducible {
+            flags.push(format!(
+                "varying {} produced bitwise identical models: its seed is not reaching training",
+                group.source
+            ));
+        }
+    }
+    flags
+}
+
+impl AuditReport {
+    pub fn build(
+        config: AuditConfig,
+        execution: Execution,
+        dataset: DatasetInfo,
+        models: Vec<ModelReport>,
+        groups: Vec<GroupReport>,
+        reused_models: usize,
+    ) -> Self {
+        AuditReport {
+            schema_version: SCHEMA_VERSION,
+            tool: ToolInfo::current(),
+            config_sha256: config.sha256(),
+            config,
+            execution,
+            dataset,
+            models,
+            red_flags: red_flags(&groups),
+            groups,
+            reused_models,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("an AuditReport always serialises")
+    }
+
+    /// The attribution table.
+    pub fn render_table(&self) -> String {
+        let percent = |share: f64| format!("{:.2}%", share * 100.0);
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+            "source",
+            "N",
+            "churn mean [95% CI]",
+            "churn range",
+            "accuracy mean ± std",
+            "unstable",
+            "distinct weights",
+            "bitwise reproducible",
+        ]);
+        for group in &self.groups {
+            match (&group.analysis, &group.not_applicable) {
+                (Some(a), _) => table.add_row(vec![
+                    group.source.clone(),
+                    group.members.len().to_string(),
+                    format!(
+                        "{} [{} – {}]",
+                        percent(a.churn.mean),
+                        percent(a.churn.ci95.low),
+                        percent(a.churn.ci95.high)
+                    ),
+                    format!("{} – {}", percent(a.churn.min), percent(a.churn.max)),
+                    format!("{} ± {}", percent(a.accuracy.mean), percent(a.accuracy.std)),
+                    percent(a.unstable.share),
+                    a.reproducibility.distinct_weight_hashes.to_string(),
+                    if a.reproducibility.bitwise_reproducible {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
+                ]),
+                (None, reason) => table.add_row(vec![
+                    group.source.clone(),
+                    "-".into(),
+                    format!(
+                        "not applicable: {}",
+                        reason.as_deref().unwrap_or("not measured")
+                    ),
+                ]),
+            };
+        }
+        let mut out = format!(
+            "churn-audit {} audit: {} models per group on {} ({} train / {} test), {} distinct models trained, {} reused, config {}\n{table}\n",
+            self.tool.version,
+            self.config.control.models,
+            self.dataset.name,
+            self.dataset.n_train,
+            self.dataset.n_test,
+            self.models.len(),
+            self.reused_models,
+            &self.config_sha256[..12],
+        );
+        if self.red_flags.is_empty() {
+            out += "red flags: none (control group bitwise identical; every varied seed changed the models)\n";
+        } else {
+            for flag in &self.red_flags {
+                out += &format!("RED FLAG: {flag}\n");
+            }
+        }
+        out
+    }
+}
