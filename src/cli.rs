@@ -27,12 +27,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train N models that differ only in the chosen sources of randomness and report their churn.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Run(RunArgs),
     /// Attribute churn to its sources: a control group where nothing varies, one
     /// group per source varied alone (init, data-order, dropout, data-refresh,
     /// threads, kernels), and one group where every seed varies.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
     Audit(AuditArgs),
 }
 
@@ -55,7 +55,7 @@ pub struct AuditArgs {
 
     /// Intra-op thread counts the threads group alternates between
     /// [default: 1 and all cores].
-    #[arg(long, value_name = "N,N", value_delimiter = ',', value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N,N", value_delimiter = ',', value_parser = whole::<1, MAX_THREADS>)]
     pub thread_counts: Option<Vec<usize>>,
 }
 
@@ -63,7 +63,7 @@ pub struct AuditArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// Number of models to train (per group, for audit; at least 2).
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least::<2>)]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = whole::<2, MAX_MODELS>)]
     pub seeds: usize,
 
     /// Base seed from which every model's per-source seeds are derived.
@@ -83,7 +83,7 @@ pub struct CommonArgs {
     pub test_fraction: f64,
 
     /// Hidden layer widths, comma-separated (e.g. 256,128).
-    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "128", value_parser = at_least::<1>)]
+    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "128", value_parser = whole::<1, MAX_WIDTH>)]
     pub hidden: Vec<usize>,
 
     /// Dropout probability after each hidden layer, in [0, 1).
@@ -95,7 +95,7 @@ pub struct CommonArgs {
     pub optimizer: OptimizerKind,
 
     /// Learning rate [default: 0.001 for adam, 0.05 for sgd].
-    #[arg(long = "lr", value_name = "RATE", value_parser = positive_finite)]
+    #[arg(long = "lr", value_name = "RATE", value_parser = learning_rate)]
     pub learning_rate: Option<f64>,
 
     /// SGD momentum, in [0, 1).
@@ -103,15 +103,15 @@ pub struct CommonArgs {
     pub momentum: f64,
 
     /// Passes over the training set.
-    #[arg(long, value_name = "N", default_value_t = 40, value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N", default_value_t = 40, value_parser = whole::<1, MAX_EPOCHS>)]
     pub epochs: usize,
 
     /// Examples per optimisation step.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = whole::<1, MAX_BATCH>)]
     pub batch_size: usize,
 
     /// libtorch intra-op threads [default: all cores]. Recorded in the report.
-    #[arg(long, value_name = "N", value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N", value_parser = whole::<1, MAX_THREADS>)]
     pub threads: Option<usize>,
 
     /// Device to train on: cpu, cuda or cuda:N.
@@ -135,14 +135,27 @@ pub struct CommonArgs {
     pub quiet: bool,
 }
 
-fn at_least<const MIN: usize>(text: &str) -> Result<usize, String> {
-    let value: usize = text
+// Upper bounds keep a typo from allocating without limit or spawning
+// thousands of threads; each is far above any sensible audit.
+const MAX_MODELS: usize = 256;
+const MAX_THREADS: usize = 256;
+const MAX_WIDTH: usize = 65_536;
+const MAX_EPOCHS: usize = 100_000;
+const MAX_BATCH: usize = 1_000_000;
+const MAX_LEARNING_RATE: f64 = 1e30;
+
+fn whole<const MIN: usize, const MAX: usize>(text: &str) -> Result<usize, String> {
+    let value: i128 = text
+        .trim()
         .parse()
         .map_err(|_| format!("'{text}' is not a whole number"))?;
-    if value < MIN {
+    if value < MIN as i128 {
         return Err(format!("must be at least {MIN}, got {value}"));
     }
-    Ok(value)
+    if value > MAX as i128 {
+        return Err(format!("must be at most {MAX}, got {value}"));
+    }
+    Ok(value as usize)
 }
 
 fn number(text: &str) -> Result<f64, String> {
@@ -155,10 +168,12 @@ fn number(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-fn positive_finite(text: &str) -> Result<f64, String> {
+fn learning_rate(text: &str) -> Result<f64, String> {
     let value = number(text)?;
-    if value <= 0.0 {
-        return Err(format!("must be above 0, got {value}"));
+    if value <= 0.0 || value > MAX_LEARNING_RATE {
+        return Err(format!(
+            "must be above 0 and at most {MAX_LEARNING_RATE:e}, got {text}"
+        ));
     }
     Ok(value)
 }
@@ -166,7 +181,7 @@ fn positive_finite(text: &str) -> Result<f64, String> {
 fn non_negative(text: &str) -> Result<f64, String> {
     let value = number(text)?;
     if value < 0.0 {
-        return Err(format!("must be at least 0, got {value}"));
+        return Err(format!("must be at least 0, got {text}"));
     }
     Ok(value)
 }
@@ -186,7 +201,7 @@ fn parse_device(text: &str) -> Result<DeviceChoice, String> {
 fn probability(text: &str) -> Result<f64, String> {
     let value = number(text)?;
     if !(0.0..1.0).contains(&value) {
-        return Err(format!("must be in [0, 1), got {value}"));
+        return Err(format!("must be in [0, 1), got {text}"));
     }
     Ok(value)
 }
@@ -194,7 +209,7 @@ fn probability(text: &str) -> Result<f64, String> {
 fn open_unit_interval(text: &str) -> Result<f64, String> {
     let value = number(text)?;
     if value <= 0.0 || value >= 1.0 {
-        return Err(format!("must be between 0 and 1 (exclusive), got {value}"));
+        return Err(format!("must be between 0 and 1 (exclusive), got {text}"));
     }
     Ok(value)
 }
@@ -211,17 +226,27 @@ mod tests {
 
     #[test]
     fn number_checks() {
-        assert_eq!(at_least::<2>("1").unwrap_err(), "must be at least 2, got 1");
-        assert_eq!(at_least::<2>("x").unwrap_err(), "'x' is not a whole number");
+        assert_eq!(whole::<2, 9>("1").unwrap_err(), "must be at least 2, got 1");
+        assert_eq!(
+            whole::<2, 9>("-1").unwrap_err(),
+            "must be at least 2, got -1"
+        );
+        assert_eq!(
+            whole::<2, 9>("18446744073709551616").unwrap_err(),
+            "must be at most 9, got 18446744073709551616"
+        );
+        assert_eq!(whole::<2, 9>("x").unwrap_err(), "'x' is not a whole number");
+        assert_eq!(whole::<2, 9>("9"), Ok(9));
         assert_eq!(parse_device("cuda:1"), Ok(DeviceChoice::Cuda(1)));
         assert_eq!(
             parse_device("gpu").unwrap_err(),
             "'gpu' is not a device (expected cpu, cuda or cuda:N)"
         );
         assert_eq!(probability("1").unwrap_err(), "must be in [0, 1), got 1");
+        assert_eq!(learning_rate("inf").unwrap_err(), "must be finite, got inf");
         assert_eq!(
-            positive_finite("inf").unwrap_err(),
-            "must be finite, got inf"
+            learning_rate("0").unwrap_err(),
+            "must be above 0 and at most 1e30, got 0"
         );
         assert_eq!(
             open_unit_interval("0").unwrap_err(),

@@ -1,5 +1,6 @@
-use std::io::Write;
-use std::path::Path;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind as IoErrorKind, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -7,8 +8,7 @@ use clap::Parser;
 
 use churn_audit::cli::{AuditArgs, Cli, Command, CommonArgs, RunArgs};
 use churn_audit::config::{AuditConfig, RunConfig};
-use churn_audit::report::table;
-use churn_audit::report::ModelReport;
+use churn_audit::report::{table, ModelReport};
 use churn_audit::{pipeline, Error};
 
 fn main() -> ExitCode {
@@ -17,12 +17,14 @@ fn main() -> ExitCode {
         Err(err)
             if matches!(
                 err.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
             ) =>
         {
             err.exit()
+        }
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("error: a subcommand is required (run or audit); see 'churn-audit --help'");
+            return ExitCode::from(2);
         }
         Err(err) => {
             // clap's first line names the flag and the problem; the rest is usage noise.
@@ -71,7 +73,7 @@ fn progress(args: &CommonArgs) -> impl FnMut(&ModelReport) {
         if !quiet {
             eprintln!(
                 "model {} trained: accuracy {:.2}%, {:.2} s",
-                model.index + 1,
+                model.index,
                 model.accuracy * 100.0,
                 model.train_seconds
             );
@@ -83,49 +85,83 @@ fn json_to_stdout(args: &CommonArgs) -> bool {
     args.json.as_deref() == Some(Path::new("-"))
 }
 
-/// Refuses an output whose directory is missing before any training, so a
-/// typo in a path never costs the run.
+/// Refuses an output that cannot be written before any training, so a typo
+/// in a path never costs the run.
 fn check_outputs(args: &CommonArgs) -> Result<(), Error> {
     let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout(args)) else {
         return Ok(());
     };
+    let refuse = |message: String| Err(Error::usage("--json", message));
     let directory = path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if directory.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::usage(
-            "--json",
-            format!("directory {} does not exist", directory.display()),
-        ))
+    if !directory.is_dir() {
+        return refuse(format!("directory {} does not exist", directory.display()));
     }
+    if path.is_dir() {
+        return refuse(format!("{} is a directory", path.display()));
+    }
+    // The report is written next to the target and renamed over it, so the
+    // directory must accept a new file.
+    let probe = temporary_sibling(path);
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) => refuse(format!("cannot write in {}: {err}", directory.display())),
+    }
+}
+
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
 }
 
 /// Writes the JSON where asked and the table to stdout unless JSON goes there.
 fn emit(args: &CommonArgs, json: &str, table: impl FnOnce() -> String) -> Result<(), Error> {
-    if let Some(path) = &args.json {
-        write_json(json, path)?;
+    let json = format!("{json}\n");
+    match args.json.as_deref() {
+        Some(path) if path == Path::new("-") => return write_stdout(&json),
+        Some(path) => write_atomically(path, &json)?,
+        None => {}
     }
-    if !json_to_stdout(args) {
-        print!("{}", table());
-    }
-    Ok(())
+    write_stdout(&table())
 }
 
-fn write_json(json: &str, path: &Path) -> Result<(), Error> {
-    let json = format!("{json}\n");
+/// A reader that closed the pipe (`| head`) has what it wanted: not an error.
+fn write_stdout(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != IoErrorKind::BrokenPipe => Err(Error::Output {
+            path: "stdout".into(),
+            source: err,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Temp file, fsync, rename: an earlier report at `path` survives any failure.
+fn write_atomically(path: &Path, contents: &str) -> Result<(), Error> {
     let failed = |source| Error::Output {
         path: path.to_owned(),
         source,
     };
-    if path == Path::new("-") {
-        std::io::stdout()
-            .lock()
-            .write_all(json.as_bytes())
-            .map_err(failed)
-    } else {
-        std::fs::write(path, json).map_err(failed)
+    let temporary = temporary_sibling(path);
+    let written = fs::File::create(&temporary)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
+        .and_then(|()| fs::rename(&temporary, path));
+    if let Err(err) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(failed(err));
     }
+    Ok(())
 }

@@ -12,6 +12,24 @@ pub struct ModelConfig {
     pub dropout: f64,
 }
 
+/// Largest model accepted: beyond this a typo in `--hidden` would exhaust
+/// memory (weights, gradients and optimiser state) instead of failing cleanly.
+pub const MAX_PARAMETERS: usize = 50_000_000;
+
+impl ModelConfig {
+    /// Weights and biases of the MLP for this input and output size.
+    pub fn parameter_count(&self, n_inputs: usize, n_classes: usize) -> usize {
+        let widths: Vec<usize> = std::iter::once(n_inputs)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(n_classes))
+            .collect();
+        widths
+            .windows(2)
+            .map(|pair| pair[0].saturating_mul(pair[1]).saturating_add(pair[1]))
+            .fold(0usize, usize::saturating_add)
+    }
+}
+
 /// Multi-layer perceptron: (linear → ReLU → dropout) per hidden layer, then a
 /// linear layer to the class logits. Parameters are named `layer{i}.weight`
 /// and `layer{i}.bias`.
@@ -63,5 +81,25 @@ impl Mlp {
             }
         }
         activation.f_linear(&last.ws, last.bs.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_by_hand() {
+        let config = ModelConfig {
+            hidden: vec![128],
+            dropout: 0.2,
+        };
+        // 64·128 + 128 + 128·10 + 10
+        assert_eq!(config.parameter_count(64, 10), 9_610);
+        let huge = ModelConfig {
+            hidden: vec![usize::MAX, usize::MAX],
+            dropout: 0.0,
+        };
+        assert_eq!(huge.parameter_count(64, 10), usize::MAX);
     }
 }

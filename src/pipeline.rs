@@ -5,8 +5,9 @@ use std::sync::Once;
 
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{digits, stratified_split};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::analysis::{analyze, Analysis};
+use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{DatasetInfo, Execution, ModelReport, Report};
@@ -40,6 +41,17 @@ impl<'a> Session<'a> {
         let device = config.device.resolve()?;
         let data = digits::load()?;
         let split = stratified_split(&data, config.data.split)?;
+        let parameters = config
+            .model
+            .parameter_count(data.n_features, data.n_classes);
+        if parameters > MAX_PARAMETERS {
+            return Err(Error::usage(
+                "--hidden",
+                format!(
+                    "the model would have {parameters} parameters; the limit is {MAX_PARAMETERS}"
+                ),
+            ));
+        }
         Ok(Session {
             config,
             tensors: TrainData::new(&split, device)?,

@@ -245,6 +245,14 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         "error: invalid value '1' for '--seeds <N>': must be at least 2, got 1",
     );
     fails_with(
+        &["run", "--seeds", "-1"],
+        "error: invalid value '-1' for '--seeds <N>': must be at least 2, got -1",
+    );
+    fails_with(
+        &["run", "--seeds", "1000000000000000000"],
+        "error: invalid value '1000000000000000000' for '--seeds <N>': must be at most 256, got 1000000000000000000",
+    );
+    fails_with(
         &["run", "--epochs", "0"],
         "error: invalid value '0' for '--epochs <N>': must be at least 1, got 0",
     );
@@ -261,7 +269,87 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         "error: invalid value '1.5' for '--dropout <P>': must be in [0, 1), got 1.5",
     );
     fails_with(
+        &["run", "--dropout", "-0.2"],
+        "error: invalid value '-0.2' for '--dropout <P>': must be in [0, 1), got -0.2",
+    );
+    fails_with(
+        &["run", "--lr", "3e38"],
+        "error: invalid value '3e38' for '--lr <RATE>': must be above 0 and at most 1e30, got 3e38",
+    );
+    fails_with(
+        &["run", "--threads", "100000"],
+        "error: invalid value '100000' for '--threads <N>': must be at most 256, got 100000",
+    );
+    fails_with(
+        &["run", "--hidden", "60000,60000"],
+        "error: --hidden: the model would have 3604560010 parameters; the limit is 50000000",
+    );
+    fails_with(
+        &["run", "--device", "cuda:7"],
+        "error: --device: cuda:7 is not available: this machine has 0 CUDA devices",
+    );
+    fails_with(
         &["run", "--json", "/nonexistent-dir/report.json"],
         "error: --json: directory /nonexistent-dir does not exist",
     );
+    fails_with(&["run", "--json", "/"], "error: --json: / is a directory");
+    fails_with(
+        &[],
+        "error: a subcommand is required (run or audit); see 'churn-audit --help'",
+    );
+}
+
+#[test]
+fn diverging_training_exits_3_naming_model_and_step() {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(["--seeds", "2", "--lr", "1e30"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "error: training model 0 failed at step 45: loss became NaN\n"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_failed_run_keeps_the_previous_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    std::fs::write(&path, "previous").unwrap();
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(["--seeds", "2", "--lr", "1e30", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "previous");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left behind"
+    );
+}
+
+#[test]
+fn data_refresh_gives_each_model_its_own_subsample() {
+    let report = report(&["--seeds", "2", "--vary", "data-refresh"]);
+    let models = report["models"].as_array().unwrap();
+    assert_eq!(models[0]["refresh_fraction"], 0.9);
+    // 1438 training rows, 90% kept: 1294 rows, 41 batches of 32 per epoch.
+    assert_eq!(models[0]["steps"], 3 * 41);
+    assert_eq!(models[0]["seeds"]["init"], models[1]["seeds"]["init"]);
+    assert_ne!(
+        models[0]["data_order_sha256"],
+        models[1]["data_order_sha256"]
+    );
+    assert!(report["churn"]["mean"].as_f64().unwrap() > 0.0);
+    let full = self::report(&["--seeds", "2"]);
+    assert_eq!(full["models"][0]["refresh_fraction"], Value::Null);
+    assert_eq!(full["models"][0]["steps"], 3 * 45);
 }

@@ -88,7 +88,12 @@ pub fn analyze(
     bootstrap_seed: u64,
 ) -> Analysis {
     let predictions: Vec<Vec<Prediction>> = models.iter().map(|m| m.predicted.to_vec()).collect();
-    let accuracy = summarize(&models.iter().map(|m| m.accuracy).collect::<Vec<_>>());
+    let mut accuracy = summarize(&models.iter().map(|m| m.accuracy).collect::<Vec<_>>());
+    // A share cannot leave [0, 1], whatever the t-interval's width.
+    accuracy.ci95 = Interval {
+        low: accuracy.ci95.low.max(0.0),
+        high: accuracy.ci95.high.min(1.0),
+    };
     let churn = churn_summary(&predictions, bootstrap_seed);
     let n_test = test.labels.len();
     let mut pairs = Vec::new();
