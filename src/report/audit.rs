@@ -184,3 +184,56 @@ impl AuditReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::analysis::{analyze, ModelOutcome, TestSet};
+
+    /// A group of two models with the given weight and prediction hashes.
+    fn group(source: &str, weights: [&str; 2], predictions: [&str; 2]) -> GroupReport {
+        let predicted = [Some(0), Some(1)];
+        let logits = [1.0, 0.0, 0.0, 1.0];
+        let outcome = |k: usize| ModelOutcome {
+            predicted: &predicted,
+            logits: &logits,
+            accuracy: 1.0,
+            weights_sha256: weights[k],
+            predictions_sha256: predictions[k],
+        };
+        let test = TestSet {
+            labels: &[0, 1],
+            ids: &[0, 1],
+            n_classes: 2,
+        };
+        GroupReport::measured(
+            source,
+            vec![0, 1],
+            analyze(&[outcome(0), outcome(1)], &test, 1e-6, 0),
+        )
+    }
+
+    #[test]
+    fn red_flags_name_non_determinism_and_ignored_seeds() {
+        assert!(red_flags(&[
+            group("control", ["w", "w"], ["p", "p"]),
+            group("init", ["a", "b"], ["p", "q"])
+        ])
+        .is_empty());
+        assert_eq!(
+            red_flags(&[group("control", ["w", "v"], ["p", "q"])]),
+            ["the pipeline is non-deterministic: the control group (nothing varied) has 2 distinct weight hashes"]
+        );
+        assert_eq!(
+            red_flags(&[group("control", ["w", "w"], ["p", "q"])]),
+            ["the pipeline is non-deterministic: the control group's weights are identical but its predictions are not (2 distinct prediction hashes)"]
+        );
+        assert_eq!(
+            red_flags(&[group("dropout", ["w", "w"], ["p", "p"])]),
+            ["varying dropout produced bitwise identical models: its seed is not reaching training"]
+        );
+        // Identical models are a fine outcome when only threads differ.
+        assert!(red_flags(&[group("threads", ["w", "w"], ["p", "p"])]).is_empty());
+        assert!(red_flags(&[GroupReport::not_applicable("kernels", "no CUDA device")]).is_empty());
+    }
+}

@@ -90,6 +90,25 @@ pub fn render(report: &Report) -> String {
             )
         },
     ]);
+    let variation = &report.variation;
+    summary.add_row(vec![
+        "accuracy spread".to_owned(),
+        format!(
+            "std {} vs test-set sampling floor {}; churn / std = {}",
+            percent(acc.std),
+            percent(variation.accuracy_floor),
+            variation
+                .churn_to_accuracy_std
+                .map_or_else(|| "n/a (std 0)".to_owned(), |ratio| format!("{ratio:.1}"))
+        ),
+    ]);
+    summary.add_row(vec![
+        "near-ties".to_owned(),
+        format!(
+            "{} test examples with a top-2 margin below {:e} in some model",
+            variation.near_ties, variation.tie_epsilon
+        ),
+    ]);
     out += &format!("{summary}\n");
 
     let mut models = table(vec![

@@ -1,0 +1,182 @@
+//! Drives `churn-audit audit` on the embedded digits with few epochs.
+
+use std::sync::OnceLock;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// One audit (JSON report and table), shared by the tests: it trains 16 models.
+fn audit() -> &'static (Value, String) {
+    static AUDIT: OnceLock<(Value, String)> = OnceLock::new();
+    AUDIT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.json");
+        let output = Command::cargo_bin("churn-audit")
+            .unwrap()
+            .args([
+                "audit",
+                "--seeds",
+                "3",
+                "--epochs",
+                "3",
+                "--threads",
+                "2",
+                "--thread-counts",
+                "1,2",
+                "--quiet",
+                "--json",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        (report, String::from_utf8(output.stdout).unwrap())
+    })
+}
+
+fn group<'a>(report: &'a Value, source: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["source"] == source)
+        .unwrap()
+}
+
+fn member_hashes(report: &Value, group: &Value) -> Vec<String> {
+    group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            report["models"][m.as_u64().unwrap() as usize]["weights_sha256"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn audit_attributes_churn_to_each_source() {
+    let (report, table) = audit();
+    let sources: Vec<&str> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "control",
+            "init",
+            "data-order",
+            "dropout",
+            "data-refresh",
+            "threads",
+            "kernels",
+            "all"
+        ]
+    );
+
+    let control = group(&report, "control");
+    assert_eq!(
+        control["analysis"]["reproducibility"]["bitwise_reproducible"],
+        true
+    );
+    assert_eq!(control["analysis"]["churn"]["mean"], 0.0);
+    // Replicas are retrained, not reused: three distinct models with one hash.
+    assert_eq!(control["members"], serde_json::json!([0, 1, 2]));
+
+    for source in ["init", "data-order", "dropout", "data-refresh", "all"] {
+        let analysis = &group(&report, source)["analysis"];
+        assert!(
+            analysis["churn"]["mean"].as_f64().unwrap() > 0.0,
+            "{source}"
+        );
+        assert_eq!(
+            analysis["reproducibility"]["distinct_weight_hashes"], 3,
+            "{source}"
+        );
+    }
+    // Model 0 of a single-source group is the control's model 0, trained once.
+    for source in ["init", "data-order", "dropout"] {
+        assert_eq!(group(&report, source)["members"][0], 0, "{source}");
+    }
+
+    let threads = group(&report, "threads");
+    let hashes = member_hashes(&report, threads);
+    let counts: Vec<u64> = threads["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            report["models"][m.as_u64().unwrap() as usize]["threads"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(counts, [1, 2, 1]);
+    assert_eq!(
+        hashes[0], hashes[2],
+        "same thread count, same seeds: bitwise equal"
+    );
+    assert_eq!(hashes[1], member_hashes(&report, control)[0]);
+
+    let kernels = group(&report, "kernels");
+    assert_eq!(kernels["not_applicable"], "no CUDA device");
+    assert_eq!(kernels["analysis"], Value::Null);
+
+    // control 3, init/data-order/dropout 2 new each, data-refresh 3, threads 2
+    // new, all 2 new (its model 0 is data-refresh's model 0).
+    assert_eq!(report["models"].as_array().unwrap().len(), 16);
+    assert_eq!(report["reused_models"], 5);
+    assert_eq!(
+        group(&report, "all")["members"][0],
+        group(&report, "data-refresh")["members"][0]
+    );
+    assert_eq!(report["red_flags"], serde_json::json!([]));
+
+    assert!(
+        table.contains("│ kernels      ┆ - ┆ not applicable: no CUDA device"),
+        "{table}"
+    );
+    assert!(table.contains("red flags: none"), "{table}");
+}
+
+#[test]
+fn audit_statistics_are_consistent_with_the_models() {
+    let (report, _) = audit();
+    let analysis = &group(&report, "init")["analysis"];
+    let n_test = report["dataset"]["n_test"].as_f64().unwrap();
+    for pair in analysis["pairs"].as_array().unwrap() {
+        let churn = pair["churn"].as_f64().unwrap();
+        let wilson = &pair["churn_wilson95"];
+        assert!(
+            wilson["low"].as_f64().unwrap() <= churn && churn <= wilson["high"].as_f64().unwrap()
+        );
+        assert!(pair["total_variation"].as_f64().unwrap() > 0.0);
+        // churn is a whole number of examples out of n_test.
+        assert!(((churn * n_test).round() - churn * n_test).abs() < 1e-9);
+    }
+    let variation = &analysis["variation"];
+    assert_eq!(variation["against_first"].as_array().unwrap().len(), 2);
+    for counts in variation["against_first"].as_array().unwrap() {
+        let total: u64 = counts
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(total as f64, n_test);
+    }
+    let floor = variation["accuracy_floor"].as_f64().unwrap();
+    assert!(floor > 0.0 && floor < 0.05, "{floor}");
+    assert_eq!(variation["tie_epsilon"], 1e-6);
+}
