@@ -57,6 +57,11 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(ordinal) => {
+                // cuBLAS reads this once, when CUDA starts; without it libtorch's
+                // deterministic mode refuses cuBLAS matrix products.
+                if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+                    std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+                }
                 let available = if tch::Cuda::is_available() {
                     tch::Cuda::device_count() as usize
                 } else {
