@@ -32,6 +32,8 @@ pub struct ChurnSummary {
     /// 95% bootstrap interval for the mean, resampling models and examples
     /// (see [`bootstrap_mean_churn`]).
     pub ci95: Interval,
+    /// How `ci95` was computed, in words, so the report states it.
+    pub ci95_method: String,
 }
 
 /// Churn of every pair of models, with a bootstrap interval for the mean drawn
@@ -52,12 +54,17 @@ pub fn churn_summary(models: &[Vec<Prediction>], bootstrap_seed: u64) -> ChurnSu
     let min = pairs.iter().copied().fold(f64::INFINITY, f64::min);
     let max = pairs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let ci95 = bootstrap_mean_churn(models, bootstrap_seed, BOOTSTRAP_REPLICATES);
+    let ci95_method = format!(
+        "percentile bootstrap, {BOOTSTRAP_REPLICATES} replicates resampling models and test examples with replacement, \
+         pairs of distinct models only, seed {bootstrap_seed}"
+    );
     ChurnSummary {
         matrix,
         mean,
         min,
         max,
         ci95,
+        ci95_method,
     }
 }
 
@@ -219,6 +226,16 @@ mod tests {
         assert_eq!(
             bootstrap_mean_churn(&models, 7, 500),
             bootstrap_mean_churn(&models, 7, 500)
+        );
+        // Models that differ everywhere: every replicate's mean is exactly 1.
+        let shifted: Vec<i32> = base.iter().map(|l| (l + 1) % 10).collect();
+        let opposite = vec![preds(&base), preds(&shifted)];
+        assert_eq!(
+            bootstrap_mean_churn(&opposite, 3, 100),
+            Interval {
+                low: 1.0,
+                high: 1.0
+            }
         );
         // Identical models: no churn in any replicate.
         let same = vec![preds(&base), preds(&base)];
