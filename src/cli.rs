@@ -59,6 +59,12 @@ pub struct AuditArgs {
     pub thread_counts: Option<Vec<usize>>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MitigationKind {
+    None,
+    Entropy,
+}
+
 /// Flags shared by `run` and `audit`: the data, the recipe and the outputs.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -109,6 +115,16 @@ pub struct CommonArgs {
     /// Examples per optimisation step.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = whole::<1, MAX_BATCH>)]
     pub batch_size: usize,
+
+    /// Churn mitigation: none, or entropy (adds --entropy-weight × the mean
+    /// prediction entropy to the loss).
+    #[arg(long, value_enum, default_value_t = MitigationKind::None)]
+    pub mitigate: MitigationKind,
+
+    /// β for --mitigate entropy: positive penalises uncertain predictions;
+    /// negative penalises confident ones (the "confidence penalty").
+    #[arg(long, value_name = "BETA", default_value_t = 0.1, value_parser = number)]
+    pub entropy_weight: f64,
 
     /// libtorch intra-op threads [default: all cores]. Recorded in the report.
     #[arg(long, value_name = "N", value_parser = whole::<1, MAX_THREADS>)]

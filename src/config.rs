@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::{AuditArgs, CommonArgs, RunArgs};
+use crate::cli::{AuditArgs, CommonArgs, MitigationKind, RunArgs};
 use crate::data::{hex, SplitSpec};
 use crate::model::ModelConfig;
 use crate::randomness::{ModelSeeds, Source};
-use crate::train::{DeviceChoice, ModelSpec, OptimizerKind, TrainConfig};
+use crate::train::{DeviceChoice, Mitigation, ModelSpec, OptimizerKind, TrainConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -75,6 +75,12 @@ impl RunConfig {
                 momentum: args.momentum,
                 epochs: args.epochs,
                 batch_size: args.batch_size,
+                mitigation: match args.mitigate {
+                    MitigationKind::None => Mitigation::None,
+                    MitigationKind::Entropy => Mitigation::Entropy {
+                        weight: args.entropy_weight,
+                    },
+                },
             },
             models: args.seeds,
             base_seed: args.base_seed,

@@ -6,10 +6,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Reduction, TchError, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::data::{hex, Split};
 use crate::error::{Error, Result};
+use crate::loss;
 use crate::model::{Mlp, ModelConfig};
 use crate::randomness::{ModelSeeds, Stream};
 
@@ -137,6 +138,18 @@ pub struct TrainConfig {
     pub momentum: f64,
     pub epochs: usize,
     pub batch_size: usize,
+    pub mitigation: Mitigation,
+}
+
+/// A change to the training loss meant to reduce churn (docs/mitigations.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Mitigation {
+    None,
+    /// Cross-entropy plus `weight` times the batch-mean prediction entropy.
+    Entropy {
+        weight: f64,
+    },
 }
 
 /// The split as tensors on the training device, built once and shared by
@@ -232,10 +245,11 @@ pub fn train_model(
             let batch = Tensor::f_from_slice(&batch)?.f_to_device(data.device)?;
             let xs = data.train_x.f_index_select(0, &batch)?;
             let ys = data.train_y.f_index_select(0, &batch)?;
-            let loss = model
-                .forward(&xs, true)?
-                .f_log_softmax(-1, Kind::Float)?
-                .f_nll_loss::<Tensor>(&ys, None, Reduction::Mean, -100)?;
+            let logits = model.forward(&xs, true)?;
+            let loss = match config.mitigation {
+                Mitigation::None => loss::cross_entropy(&logits, &ys)?,
+                Mitigation::Entropy { weight } => loss::entropy_regularised(&logits, &ys, weight)?,
+            };
             optimizer.backward_step(&loss);
             steps += 1;
             last_loss = Some(loss);

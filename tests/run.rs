@@ -353,3 +353,35 @@ fn data_refresh_gives_each_model_its_own_subsample() {
     assert_eq!(full["models"][0]["refresh_fraction"], Value::Null);
     assert_eq!(full["models"][0]["steps"], 3 * 45);
 }
+
+#[test]
+fn entropy_mitigation_changes_training_and_is_recorded() {
+    let baseline = report(&["--seeds", "2"]);
+    let zero = report(&[
+        "--seeds",
+        "2",
+        "--mitigate",
+        "entropy",
+        "--entropy-weight",
+        "0",
+    ]);
+    let entropy = report(&["--seeds", "2", "--mitigate", "entropy"]);
+    // β = 0 adds exact zeros to the loss and its gradient.
+    assert_eq!(
+        strings(&zero, "weights_sha256"),
+        strings(&baseline, "weights_sha256")
+    );
+    assert_ne!(
+        strings(&entropy, "weights_sha256"),
+        strings(&baseline, "weights_sha256")
+    );
+    assert_eq!(
+        entropy["config"]["train"]["mitigation"],
+        serde_json::json!({"kind": "entropy", "weight": 0.1})
+    );
+    assert_eq!(
+        baseline["config"]["train"]["mitigation"],
+        serde_json::json!({"kind": "none"})
+    );
+    assert_ne!(entropy["config_sha256"], baseline["config_sha256"]);
+}
