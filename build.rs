@@ -18,22 +18,23 @@ fn main() {
         // drops it and CUDA devices become invisible to tch.
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        linked_lib.join("../build-version").display()
-    );
-    compile_determinism_shim(&linked_lib);
+    // The libtorch root, found lexically rather than through "..": lib may be
+    // a symlink whose physical parent is elsewhere.
+    let root = linked_lib.parent().map(PathBuf::from).unwrap_or_default();
+    compile_determinism_shim(&root);
+    let build_version = root.join("build-version");
+    println!("cargo:rerun-if-changed={}", build_version.display());
     // Recorded in every report: runs are comparable only on the same libtorch.
-    let version = std::fs::read_to_string(linked_lib.join("../build-version"))
+    let version = std::fs::read_to_string(&build_version)
         .map(|v| v.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
     println!("cargo:rustc-env=CHURN_AUDIT_LIBTORCH_VERSION={version}");
 }
 
 /// Builds src/shim/determinism.cpp against the same libtorch headers torch-sys used.
-fn compile_determinism_shim(linked_lib: &std::path::Path) {
+fn compile_determinism_shim(libtorch_root: &std::path::Path) {
     println!("cargo:rerun-if-changed=src/shim/determinism.cpp");
-    let include = linked_lib.join("../include");
+    let include = libtorch_root.join("include");
     cc::Build::new()
         .cpp(true)
         .pic(true)

@@ -134,11 +134,13 @@ pub struct AuditConfig {
 impl AuditConfig {
     pub fn from_args(args: &AuditArgs) -> Self {
         let control = RunConfig::from_common(&args.common, BTreeSet::new());
-        let thread_counts = args.thread_counts.clone().unwrap_or_else(|| {
-            let mut counts = vec![1, all_cores()];
-            counts.dedup();
-            counts
-        });
+        let mut thread_counts = args
+            .thread_counts
+            .clone()
+            .unwrap_or_else(|| vec![1, all_cores()]);
+        // Repeats add no comparison; first occurrence keeps the alternation order.
+        let mut seen = BTreeSet::new();
+        thread_counts.retain(|&count| seen.insert(count));
         AuditConfig {
             control,
             thread_counts,

@@ -99,12 +99,17 @@ fn check_outputs(args: &CommonArgs) -> Result<(), Error> {
     if !directory.is_dir() {
         return refuse(format!("directory {} does not exist", directory.display()));
     }
-    if path.is_dir() {
+    if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
         return refuse(format!("{} is a directory", path.display()));
+    }
+    if is_special(path) {
+        // A FIFO or a device (/dev/stdout): written in place, so there is
+        // nothing to probe, and opening a FIFO early would block.
+        return Ok(());
     }
     // The report is written next to the target and renamed over it, so the
     // directory must accept a new file.
-    let probe = temporary_sibling(path);
+    let probe = temporary_sibling(&resolve_links(path));
     match OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {
             let _ = fs::remove_file(&probe);
@@ -112,6 +117,16 @@ fn check_outputs(args: &CommonArgs) -> Result<(), Error> {
         }
         Err(err) => refuse(format!("cannot write in {}: {err}", directory.display())),
     }
+}
+
+/// An existing path that is not a regular file once links are followed.
+fn is_special(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| !meta.is_file())
+}
+
+/// The file a symlink points to, so the rename replaces the file, not the link.
+fn resolve_links(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 fn temporary_sibling(path: &Path) -> PathBuf {
@@ -125,7 +140,13 @@ fn emit(args: &CommonArgs, json: &str, table: impl FnOnce() -> String) -> Result
     let json = format!("{json}\n");
     match args.json.as_deref() {
         Some(path) if path == Path::new("-") => return write_stdout(&json),
-        Some(path) => write_atomically(path, &json)?,
+        Some(path) if is_special(path) => {
+            fs::write(path, &json).map_err(|source| Error::Output {
+                path: path.to_owned(),
+                source,
+            })?
+        }
+        Some(path) => write_atomically(&resolve_links(path), &json)?,
         None => {}
     }
     write_stdout(&table())

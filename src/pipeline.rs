@@ -11,7 +11,7 @@ use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{train_model, DeviceChoice, ModelSpec, TrainData};
+use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
 /// fixed value keeps it out of the list of things that could differ between runs.
@@ -52,6 +52,7 @@ impl<'a> Session<'a> {
                 ),
             ));
         }
+        check_refresh(config.refresh_fraction, split.train.len())?;
         Ok(Session {
             config,
             tensors: TrainData::new(&split, device)?,
@@ -112,6 +113,19 @@ impl<'a> Session<'a> {
             mode: "sequential".into(),
         }
     }
+}
+
+/// A refresh that keeps every row, or none, would make data-refresh models
+/// identical, or untrainable: refused before any training.
+fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
+    let keep = refresh_keep(n_train, fraction);
+    if keep == 0 || keep == n_train {
+        return Err(Error::usage(
+            "--refresh-fraction",
+            format!("{fraction} keeps {keep} of the {n_train} training examples; it must keep some but not all"),
+        ));
+    }
+    Ok(())
 }
 
 /// Trains every model of `config` and builds the report; `on_model` hears of

@@ -280,6 +280,11 @@ pub fn train_model(
     })
 }
 
+/// How many of `n_train` rows a refreshed model keeps: round(fraction · n).
+pub fn refresh_keep(n_train: usize, fraction: f64) -> usize {
+    (n_train as f64 * fraction).round() as usize
+}
+
 /// The training rows a model sees: all of them, or (data refresh) the first
 /// round(fraction · n) of a permutation drawn from the refresh seed, in
 /// ascending order so that only the data-order stream decides visiting order.
@@ -287,7 +292,7 @@ pub fn training_rows(n_train: usize, refresh_fraction: Option<f64>, refresh_seed
     match refresh_fraction {
         None => (0..n_train as u32).collect(),
         Some(fraction) => {
-            let keep = ((n_train as f64 * fraction).round() as usize).clamp(1, n_train);
+            let keep = refresh_keep(n_train, fraction);
             let mut rows = Stream::new(refresh_seed).permutation(n_train);
             rows.truncate(keep);
             rows.sort_unstable();
@@ -333,7 +338,7 @@ mod tests {
         assert!(rows.windows(2).all(|pair| pair[0] < pair[1]));
         assert_eq!(rows, training_rows(100, Some(0.9), 5));
         assert_ne!(rows, training_rows(100, Some(0.9), 6));
-        assert_eq!(training_rows(3, Some(0.01), 5).len(), 1);
+        assert_eq!(refresh_keep(1438, 0.9), 1294);
     }
 
     #[test]

@@ -385,3 +385,60 @@ fn entropy_mitigation_changes_training_and_is_recorded() {
     );
     assert_ne!(entropy["config_sha256"], baseline["config_sha256"]);
 }
+
+#[test]
+fn json_through_a_symlink_writes_the_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.json");
+    let link = dir.path().join("link.json");
+    std::fs::write(&target, "old").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(["--seeds", "2", "--json"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(report["schema_version"], 1);
+}
+
+#[test]
+fn json_to_a_device_is_written_in_place() {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(FAST)
+        .args(["--seeds", "2", "--json", "/dev/stdout"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("{\n  \"schema_version\": 1"), "{stdout}");
+    assert!(std::fs::metadata("/dev/stdout").is_ok());
+}
+
+#[test]
+fn refresh_fractions_that_keep_all_or_nothing_are_refused() {
+    fails_with(
+        &["run", "--vary", "data-refresh", "--refresh-fraction", "0.9999"],
+        "error: --refresh-fraction: 0.9999 keeps 1438 of the 1438 training examples; it must keep some but not all",
+    );
+    fails_with(
+        &["audit", "--refresh-fraction", "0.0001"],
+        "error: --refresh-fraction: 0.0001 keeps 0 of the 1438 training examples; it must keep some but not all",
+    );
+    fails_with(
+        &["run", "--json", "keep.json/"],
+        "error: --json: keep.json/ is a directory",
+    );
+}

@@ -25,6 +25,22 @@ pub struct Summary {
 pub fn summarize(values: &[f64]) -> Summary {
     let n = values.len();
     assert!(n >= 2, "summarize needs at least two values");
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Identical values: exactly that value and no spread, not a rounding residue.
+    if min == max {
+        return Summary {
+            n,
+            mean: min,
+            std: 0.0,
+            min,
+            max,
+            ci95: Interval {
+                low: min,
+                high: max,
+            },
+        };
+    }
     let mean = values.iter().sum::<f64>() / n as f64;
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let std = variance.sqrt();
@@ -36,8 +52,8 @@ pub fn summarize(values: &[f64]) -> Summary {
         n,
         mean,
         std,
-        min: values.iter().copied().fold(f64::INFINITY, f64::min),
-        max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        min,
+        max,
         ci95: Interval {
             low: mean - half_width,
             high: mean + half_width,
@@ -70,5 +86,8 @@ mod tests {
     fn identical_values_have_zero_width() {
         let s = summarize(&[0.5, 0.5, 0.5, 0.5]);
         assert_eq!((s.std, s.ci95.low, s.ci95.high), (0.0, 0.5, 0.5));
+        // 0.1 summed 64 times is not 6.4 in floating point; the spread is still 0.
+        let s = summarize(&[0.1; 64]);
+        assert_eq!((s.mean, s.std), (0.1, 0.0));
     }
 }
