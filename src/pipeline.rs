@@ -3,7 +3,7 @@
 use std::sync::Once;
 
 use crate::config::RunConfig;
-use crate::data::{digits, stratified_split};
+use crate::data;
 use crate::error::Result;
 use crate::randomness::ModelSeeds;
 use crate::report::{DatasetInfo, Execution, ModelReport, Report};
@@ -23,9 +23,9 @@ fn pin_inter_op_threads() {
 /// each model as it finishes (for progress output).
 pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<Report> {
     pin_inter_op_threads();
-    let dataset = digits::load()?;
-    let split = stratified_split(&dataset, config.data.split)?;
-    let tensors = TrainData::new(&split)?;
+    let prepared = data::load(&config.data)?;
+    let split = &prepared.split;
+    let tensors = TrainData::new(split)?;
     let mut models = Vec::with_capacity(config.models);
     for index in 0..config.models {
         let seeds = ModelSeeds::for_model(config.base_seed, &config.vary, index as u64);
@@ -50,7 +50,7 @@ pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<
     Ok(Report::build(
         config,
         execution,
-        DatasetInfo::describe(&split.train, &split.test),
+        DatasetInfo::describe(&prepared),
         models,
     ))
 }

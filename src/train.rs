@@ -10,7 +10,7 @@ use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::data::{hex, Split};
 use crate::error::{Error, Result};
-use crate::model::{Mlp, ModelConfig};
+use crate::model::{Model, ModelConfig, Shape};
 use crate::randomness::{ModelSeeds, Stream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -37,8 +37,7 @@ pub struct TrainData {
     train_y: Tensor,
     test_x: Tensor,
     n_train: usize,
-    n_inputs: usize,
-    n_classes: usize,
+    shape: Shape,
 }
 
 impl TrainData {
@@ -53,8 +52,11 @@ impl TrainData {
             train_y: Tensor::f_from_slice(&labels)?,
             test_x: rows(split.test.len(), &split.test.features)?,
             n_train: split.train.len(),
-            n_inputs: split.train.n_features,
-            n_classes: split.train.n_classes,
+            shape: Shape {
+                n_inputs: split.train.n_features,
+                n_classes: split.train.n_classes,
+                image: split.train.image_shape,
+            },
         })
     }
 }
@@ -86,7 +88,7 @@ pub fn train_model(
     let started = Instant::now();
     tch::manual_seed(seeds.init as i64);
     let store = nn::VarStore::new(Device::Cpu);
-    let model = Mlp::new(&store.root(), data.n_inputs, data.n_classes, model_config);
+    let model = Model::new(&store.root(), data.shape, model_config)?;
     let mut optimizer = match config.optimizer {
         OptimizerKind::Sgd => nn::Sgd {
             momentum: config.momentum,
