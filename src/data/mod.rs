@@ -11,6 +11,8 @@ pub mod libsvm;
 pub mod preprocess;
 pub mod source;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -246,10 +248,13 @@ pub fn stratified_split(data: &Dataset, spec: SplitSpec) -> Result<Split> {
     }
     let mut stream = Stream::new(derive_seed(spec.seed, SPLIT_STREAM, 0));
     let mut is_test = vec![false; data.len()];
-    for class in 0..data.n_classes {
-        let mut rows: Vec<usize> = (0..data.len())
-            .filter(|&row| data.labels[row] as usize == class)
-            .collect();
+    // Grouped in one pass (the class count can be large); classes without
+    // rows are skipped, which draws nothing from the stream either way.
+    let mut by_class: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (row, &label) in data.labels.iter().enumerate() {
+        by_class.entry(label).or_default().push(row);
+    }
+    for mut rows in by_class.into_values() {
         stream.shuffle(&mut rows);
         let n_test = (rows.len() as f64 * spec.test_fraction).round() as usize;
         for &row in &rows[..n_test] {
