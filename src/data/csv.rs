@@ -57,13 +57,7 @@ pub fn parse(source_name: &str, bytes: &[u8], options: CsvOptions) -> Result<Tab
         return Err(data_error(source_name, "line 1", "the file is empty"));
     };
     let separator = ['\t', ';', ','].into_iter().find(|&s| first.contains(s));
-    let split = |line: &'_ str| -> Vec<String> {
-        match separator {
-            Some(separator) => line.split(separator).map(|c| c.trim().to_owned()).collect(),
-            None => vec![line.trim().to_owned()],
-        }
-    };
-    let first_cells = split(first);
+    let first_cells = cells(first, separator);
     let n_columns = first_cells.len();
     if n_columns < 2 {
         return Err(data_error(
@@ -92,7 +86,7 @@ pub fn parse(source_name: &str, bytes: &[u8], options: CsvOptions) -> Result<Tab
         .filter(|_| header.is_none())
         .chain(lines);
     for (number, line) in data_lines {
-        let cells = split(line);
+        let cells = cells(line, separator);
         if cells.len() != n_columns {
             return Err(data_error(
                 source_name,
@@ -125,6 +119,13 @@ pub fn parse(source_name: &str, bytes: &[u8], options: CsvOptions) -> Result<Tab
         ));
     }
     Ok(table)
+}
+
+fn cells(line: &str, separator: Option<char>) -> Vec<&str> {
+    match separator {
+        Some(separator) => line.split(separator).map(str::trim).collect(),
+        None => vec![line.trim()],
+    }
 }
 
 fn label_column(
