@@ -38,7 +38,8 @@ pub struct Shape {
 
 pub enum Model {
     Mlp(Mlp),
-    Cnn(Cnn),
+    /// Boxed: its convolution configs make it ten times the size of an MLP.
+    Cnn(Box<Cnn>),
 }
 
 impl Model {
@@ -50,7 +51,7 @@ impl Model {
                 shape.n_classes,
                 config,
             ))),
-            ModelKind::Cnn => Cnn::new(root, shape, config).map(Model::Cnn),
+            ModelKind::Cnn => Ok(Model::Cnn(Box::new(Cnn::new(root, shape, config)?))),
         }
     }
 
