@@ -76,12 +76,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub standardize: bool,
 
-    /// Model: linear (softmax regression), mlp (--hidden layers), or cnn
-    /// (LeNet-style convolutions, then --hidden layers; image data only).
+    /// Model architecture.
     #[arg(long, value_enum, default_value_t = ModelKind::Mlp)]
     pub model: ModelKind,
 
-    /// Seed of the stratified train/test split, shared by every model.
+    /// Seed of the stratified train/test split, shared by every model (data
+    /// with its own test set, IDX or --test, is not split).
     #[arg(long, value_name = "SEED", default_value_t = 0)]
     pub split_seed: u64,
 
