@@ -1,5 +1,6 @@
 //! The fixtures under fixtures/, loaded value by value through `data::load`.
-//! The IDX files are written by `idx_fixtures` below; a test checks that the
+//! The IDX files are written by `idx_fixtures` below (with the library's
+//! `idx::encode`); a test checks that the
 //! committed files still match it byte for byte (CHURN_AUDIT_WRITE_FIXTURES=1
 //! rewrites them after a change here).
 
@@ -7,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use churn_audit::config::DataConfig;
+use churn_audit::data::idx::encode;
 use churn_audit::data::{load, Prepared, SplitSpec, SplitUsed};
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -28,16 +30,6 @@ fn label(image: usize) -> u8 {
     (image % 3) as u8
 }
 
-/// An unsigned-byte IDX file: magic 00 00 08 ndims, big-endian dims, data.
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
-    for dim in dims {
-        bytes.extend(dim.to_be_bytes());
-    }
-    bytes.extend(data);
-    bytes
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(bytes).unwrap();
@@ -46,11 +38,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 fn images(n: usize, pixel: fn(usize) -> u8) -> Vec<u8> {
     let data: Vec<u8> = (0..n * PIXELS).map(pixel).collect();
-    idx(&[n as u32, SIDE, SIDE], &data)
+    encode(&[n as u32, SIDE, SIDE], &data)
 }
 
 fn labels(n: usize) -> Vec<u8> {
-    idx(&[n as u32], &(0..n).map(label).collect::<Vec<_>>())
+    encode(&[n as u32], &(0..n).map(label).collect::<Vec<_>>())
 }
 
 /// Every IDX fixture file with its exact bytes: the good directory (training
@@ -79,7 +71,7 @@ fn idx_fixtures() -> Vec<(PathBuf, Vec<u8>)> {
         ),
         (
             "fixtures/bad/idx-oversized-header",
-            Some((2, idx(&[60000, 28, 28], &[7; 100]))),
+            Some((2, encode(&[60000, 28, 28], &[7; 100]))),
         ),
     ];
     let mut files = Vec::new();

@@ -183,24 +183,25 @@ pub fn parse<'a>(source_name: &str, bytes: &'a [u8], ndims: u8) -> Result<Idx<'a
     Ok(Idx { dims, data })
 }
 
+/// The inverse of [`parse`]: an unsigned-byte IDX file (magic, big-endian
+/// dimensions, data), for writing fixtures and small datasets.
+pub fn encode(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, UNSIGNED_BYTE, dims.len() as u8];
+    for dim in dims {
+        bytes.extend(dim.to_be_bytes());
+    }
+    bytes.extend(data);
+    bytes
+}
+
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// An unsigned-byte IDX file: magic, big-endian dimensions, data.
-    pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![0, 0, UNSIGNED_BYTE, dims.len() as u8];
-        for dim in dims {
-            bytes.extend(dim.to_be_bytes());
-        }
-        bytes.extend(data);
-        bytes
-    }
-
     #[test]
     fn header_and_data_decode() {
-        let bytes = idx_bytes(&[2, 2, 3], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]);
+        let bytes = encode(&[2, 2, 3], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]);
         let idx = parse("i", &bytes, 3).unwrap();
         assert_eq!(idx.dims, vec![2, 2, 3]);
         assert_eq!(idx.data, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]);
@@ -216,15 +217,15 @@ pub mod tests {
             ),
             (vec![0, 0, 8, 3, 0, 0], "i:header: 6 bytes, too short for a 16-byte header"),
             (
-                idx_bytes(&[60000, 28, 28], &[1; 84]),
+                encode(&[60000, 28, 28], &[1; 84]),
                 "i:header: dimensions 60000×28×28 announce 47040000 bytes of data, but the file holds 84",
             ),
             (
-                idx_bytes(&[u32::MAX, 4096, 4096], &[]),
+                encode(&[u32::MAX, 4096, 4096], &[]),
                 "i:header: dimensions 4294967295×4096×4096 exceed the 268435456-value limit",
             ),
             (
-                idx_bytes(&[1, 0, 3], &[]),
+                encode(&[1, 0, 3], &[]),
                 "i:header: dimensions 1×0×3: each image side must be 1..4096",
             ),
         ];
@@ -241,11 +242,24 @@ pub mod tests {
         }
 
         #[test]
+        fn encode_then_parse_round_trips(
+            dims in proptest::collection::vec(1u32..6, 3),
+            seed in any::<u8>(),
+        ) {
+            let n = dims.iter().product::<u32>() as usize;
+            let data: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let bytes = encode(&dims, &data);
+            let idx = parse("f", &bytes, 3).unwrap();
+            prop_assert_eq!(idx.dims, dims.iter().map(|&d| d as usize).collect::<Vec<_>>());
+            prop_assert_eq!(idx.data, &data[..]);
+        }
+
+        #[test]
         fn idx_shaped_bytes_never_panic(
             dims in proptest::collection::vec(0u32..12, 3),
             data in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
-            let bytes = idx_bytes(&dims, &data);
+            let bytes = encode(&dims, &data);
             let result = parse("f", &bytes, 3);
             prop_assert!(matches!(result, Ok(_) | Err(Error::Data { .. })), "{:?}", result.err());
         }

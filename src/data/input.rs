@@ -203,7 +203,7 @@ mod tests {
     use flate2::Compression;
     use proptest::prelude::*;
 
-    pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
         encoder.write_all(bytes).unwrap();
         encoder.finish().unwrap()
