@@ -1,8 +1,7 @@
 //! The fixtures under fixtures/, loaded value by value through `data::load`.
-//! The IDX files are written by `idx_fixtures` below (with the library's
-//! `idx::encode`); a test checks that the
-//! committed files still match it byte for byte (CHURN_AUDIT_WRITE_FIXTURES=1
-//! rewrites them after a change here).
+//! The IDX files are written by `idx_fixtures` below (with `idx::encode`); a
+//! test checks that the committed files still match it byte for byte
+//! (CHURN_AUDIT_WRITE_FIXTURES=1 rewrites them after a change here).
 
 use std::io::Write;
 use std::path::PathBuf;
