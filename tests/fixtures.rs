@@ -234,3 +234,18 @@ fn libsvm_densifies_value_by_value() {
     assert_eq!(row(3), vec![0.0, 3.0, 4.2]);
     assert_eq!(row(9), vec![0.0, 0.0, 1.5]);
 }
+
+#[test]
+fn gzipped_text_loads_like_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = dir.path().join("small.csv.gz");
+    std::fs::write(&packed, gzip(&std::fs::read("fixtures/small.csv").unwrap())).unwrap();
+    let plain = prepared(config("csv:fixtures/small.csv"));
+    let gzipped = prepared(config(&format!("csv:{}", packed.display())));
+    assert_eq!(gzipped.split.train.features, plain.split.train.features);
+    assert_eq!(gzipped.split.test.labels, plain.split.test.labels);
+    assert_eq!(
+        gzipped.split.test.fingerprint(),
+        plain.split.test.fingerprint()
+    );
+}
