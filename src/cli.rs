@@ -4,7 +4,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use std::str::FromStr;
+
 use clap::{Args, Parser, Subcommand};
+
+use crate::data::source::DataSource;
+use crate::model::ModelKind;
 
 use crate::randomness::{parse_vary, Source};
 use crate::train::DeviceChoice;
@@ -76,11 +81,38 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SEED", default_value_t = 0)]
     pub base_seed: u64,
 
-    /// Dataset: digits (UCI optdigits, embedded in the binary).
-    #[arg(long, value_name = "NAME", default_value = "digits", value_parser = ["digits"])]
-    pub data: String,
+    /// Dataset: digits (UCI optdigits, embedded), fashion-mnist[:DIR] (IDX
+    /// files, default /usr/share/datasets/fashion-mnist), mnist:DIR or idx:DIR,
+    /// csv:PATH, libsvm:PATH. See docs/data.md.
+    #[arg(long, value_name = "SOURCE", default_value = "digits", value_parser = DataSource::from_str)]
+    pub data: DataSource,
 
-    /// Seed of the stratified train/test split, shared by every model.
+    /// Test set file for csv or libsvm data, used instead of the split.
+    #[arg(long, value_name = "PATH")]
+    pub test: Option<PathBuf>,
+
+    /// CSV label column: a header name or a 0-based index [default: the last].
+    #[arg(long, value_name = "COLUMN")]
+    pub label_column: Option<String>,
+
+    /// LibSVM feature count; a larger index is an error [default: the largest index present].
+    #[arg(long, value_name = "N", value_parser = whole::<1, MAX_FEATURES>)]
+    pub num_features: Option<usize>,
+
+    /// Number of classes; a label at or above it is an error [default: largest label + 1].
+    #[arg(long, value_name = "N", value_parser = whole::<2, MAX_CLASSES>)]
+    pub num_classes: Option<usize>,
+
+    /// Standardise every feature with the training split's mean and standard deviation.
+    #[arg(long)]
+    pub standardize: bool,
+
+    /// Model architecture.
+    #[arg(long, value_enum, default_value_t = ModelKind::Mlp)]
+    pub model: ModelKind,
+
+    /// Seed of the stratified train/test split, shared by every model (data
+    /// with its own test set, IDX or --test, is not split).
     #[arg(long, value_name = "SEED", default_value_t = 0)]
     pub split_seed: u64,
 
@@ -159,6 +191,9 @@ const MAX_WIDTH: usize = 65_536;
 const MAX_EPOCHS: usize = 100_000;
 const MAX_BATCH: usize = 1_000_000;
 const MAX_LEARNING_RATE: f64 = 1e30;
+const MAX_FEATURES: usize = 10_000_000;
+// Labels are stored as u16.
+const MAX_CLASSES: usize = u16::MAX as usize;
 
 fn whole<const MIN: usize, const MAX: usize>(text: &str) -> Result<usize, String> {
     let value: i128 = text

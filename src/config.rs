@@ -2,13 +2,15 @@
 //! filled in. It is recorded in the report, and its sha256 names the run.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{AuditArgs, CommonArgs, MitigationKind, RunArgs};
+use crate::data::source::DataSource;
 use crate::data::{hex, SplitSpec};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, ModelKind};
 use crate::randomness::{ModelSeeds, Source};
 use crate::train::{DeviceChoice, Mitigation, ModelSpec, OptimizerKind, TrainConfig};
 
@@ -34,7 +36,18 @@ pub struct RunConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
-    pub name: String,
+    pub source: DataSource,
+    /// A separate test file instead of the split (csv and libsvm).
+    pub test: Option<PathBuf>,
+    /// CSV label column: a header name or a 0-based index (default the last).
+    pub label_column: Option<String>,
+    /// LibSVM width (default the largest index present).
+    pub num_features: Option<usize>,
+    /// Class count (default one past the largest label).
+    pub num_classes: Option<usize>,
+    /// Standardise features with the training split's statistics.
+    pub standardize: bool,
+    /// Used only when the source has no test set of its own.
     pub split: SplitSpec,
 }
 
@@ -59,14 +72,24 @@ impl RunConfig {
         };
         RunConfig {
             data: DataConfig {
-                name: args.data.clone(),
+                source: args.data.clone(),
+                test: args.test.clone(),
+                label_column: args.label_column.clone(),
+                num_features: args.num_features,
+                num_classes: args.num_classes,
+                standardize: args.standardize,
                 split: SplitSpec {
                     seed: args.split_seed,
                     test_fraction: args.test_fraction,
                 },
             },
             model: ModelConfig {
-                hidden: args.hidden.clone(),
+                kind: args.model,
+                // A linear model has no hidden layers, whatever --hidden says.
+                hidden: match args.model {
+                    ModelKind::Linear => Vec::new(),
+                    ModelKind::Mlp | ModelKind::Cnn => args.hidden.clone(),
+                },
                 dropout: args.dropout,
             },
             train: TrainConfig {

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Once;
 
 use crate::config::{AuditConfig, RunConfig};
-use crate::data::{digits, stratified_split};
+use crate::data;
 use crate::error::{Error, Result};
 use crate::metrics::analysis::{analyze, Analysis};
 use crate::model::MAX_PARAMETERS;
@@ -39,11 +39,10 @@ impl<'a> Session<'a> {
     fn open(config: &'a RunConfig) -> Result<Self> {
         pin_inter_op_threads();
         let device = config.device.resolve()?;
-        let data = digits::load()?;
-        let split = stratified_split(&data, config.data.split)?;
-        let parameters = config
-            .model
-            .parameter_count(data.n_features, data.n_classes);
+        let prepared = data::load(&config.data)?;
+        let split = &prepared.split;
+        let tensors = TrainData::new(split, device)?;
+        let parameters = config.model.parameter_count(tensors.shape);
         if parameters > MAX_PARAMETERS {
             return Err(Error::usage(
                 "--hidden",
@@ -55,8 +54,8 @@ impl<'a> Session<'a> {
         check_refresh(config.refresh_fraction, split.train.len())?;
         Ok(Session {
             config,
-            tensors: TrainData::new(&split, device)?,
-            dataset: DatasetInfo::describe(&split.train, &split.test),
+            tensors,
+            dataset: DatasetInfo::describe(&prepared),
             models: Vec::new(),
             logits: Vec::new(),
             by_key: HashMap::new(),

@@ -11,7 +11,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::data::{hex, Split};
 use crate::error::{Error, Result};
 use crate::loss;
-use crate::model::{Mlp, ModelConfig};
+use crate::model::{Model, ModelConfig, Shape};
 use crate::randomness::{ModelSeeds, Stream};
 
 /// Where models train. Serialised as "cpu" or "cuda:N".
@@ -160,8 +160,7 @@ pub struct TrainData {
     train_y: Tensor,
     test_x: Tensor,
     n_train: usize,
-    n_inputs: usize,
-    n_classes: usize,
+    pub shape: Shape,
 }
 
 impl TrainData {
@@ -177,8 +176,11 @@ impl TrainData {
             train_y: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
             test_x: rows(split.test.len(), &split.test.features)?,
             n_train: split.train.len(),
-            n_inputs: split.train.n_features,
-            n_classes: split.train.n_classes,
+            shape: Shape {
+                n_inputs: split.train.n_features,
+                n_classes: split.train.n_classes,
+                image: split.train.image_shape,
+            },
         })
     }
 }
@@ -216,7 +218,7 @@ pub fn train_model(
 
     tch::manual_seed(seeds.init as i64);
     let store = nn::VarStore::new(data.device);
-    let model = Mlp::new(&store.root(), data.n_inputs, data.n_classes, model_config);
+    let model = Model::new(&store.root(), data.shape, model_config)?;
     let mut optimizer = match config.optimizer {
         OptimizerKind::Sgd => nn::Sgd {
             momentum: config.momentum,

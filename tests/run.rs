@@ -190,6 +190,13 @@ fn report_records_schema_split_and_pinned_fingerprints() {
         report["dataset"]["train_sha256"],
         "3746663f976e189564a66265a0a6f2cb7f5e1786207785e258737f1fd0c32270"
     );
+    // Classes named by their index "0".."9" (docs/data.md, label map).
+    assert_eq!(
+        report["dataset"]["label_map_sha256"],
+        "95bbd6fc787968aaa2a96a53d680316199f6963ca2a43bc2bc4c475750076ab6"
+    );
+    assert_eq!(report["dataset"]["split"]["kind"], "stratified");
+    assert_eq!(report["dataset"]["preprocessing"]["pixels_divided_by"], 16);
 }
 
 #[test]
@@ -440,5 +447,56 @@ fn refresh_fractions_that_keep_all_or_nothing_are_refused() {
     fails_with(
         &["run", "--json", "keep.json/"],
         "error: --json: keep.json/ is a directory",
+    );
+}
+
+#[test]
+fn csv_with_a_test_file_records_split_and_preprocessing() {
+    let report = report(&[
+        "--seeds",
+        "2",
+        "--data",
+        "csv:fixtures/small.csv",
+        "--test",
+        "fixtures/small-test.csv",
+        "--standardize",
+        "--model",
+        "linear",
+    ]);
+    let dataset = &report["dataset"];
+    assert_eq!(dataset["name"], "csv:fixtures/small.csv");
+    assert_eq!(dataset["n_train"], 10);
+    assert_eq!(dataset["n_test"], 3);
+    assert_eq!(dataset["split"]["kind"], "source-test-set");
+    assert_eq!(dataset["preprocessing"]["standardize"], true);
+    assert_eq!(dataset["preprocessing"]["pixels_divided_by"], Value::Null);
+    assert_eq!(report["config"]["model"]["kind"], "linear");
+    assert_eq!(report["config"]["model"]["hidden"], serde_json::json!([]));
+    // The linear model is one layer: 3 inputs × 3 classes.
+    assert_eq!(
+        report["models"][0]["predicted"].as_array().unwrap().len(),
+        3
+    );
+}
+
+#[test]
+fn cnn_trains_on_image_data_reproducibly() {
+    let args = [
+        "--seeds",
+        "2",
+        "--data",
+        "idx:fixtures/idx",
+        "--model",
+        "cnn",
+    ];
+    let first = report(&args);
+    assert_eq!(first["dataset"]["image_shape"], serde_json::json!([4, 4]));
+    assert_eq!(first["dataset"]["preprocessing"]["pixels_divided_by"], 255);
+    assert_eq!(first["dataset"]["split"]["kind"], "source-test-set");
+    assert_eq!(first["reproducibility"]["distinct_weight_hashes"], 2);
+    let second = report(&args);
+    assert_eq!(
+        strings(&first, "weights_sha256"),
+        strings(&second, "weights_sha256")
     );
 }

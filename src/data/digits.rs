@@ -2,12 +2,10 @@
 //! (1797 8×8 images, pixel counts 0..16, digit label last). Compiled into the
 //! binary so `churn-audit run` needs no files; see fixtures/README.md.
 
-use std::io::Read;
-
-use flate2::read::GzDecoder;
-
-use super::Dataset;
-use crate::error::{Error, Result};
+use super::csv::{self, CsvOptions};
+use super::input::{data_error, decode};
+use super::{Dataset, Loaded};
+use crate::error::Result;
 
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../../fixtures/digits.csv.gz");
 const SOURCE_NAME: &str = "digits (embedded)";
@@ -15,73 +13,66 @@ const PIXELS: usize = 64;
 const MAX_PIXEL: u16 = 16;
 const CLASSES: usize = 10;
 
-/// Loads the embedded digits, pixels scaled to [0, 1].
-pub fn load() -> Result<Dataset> {
-    let mut text = String::new();
-    GzDecoder::new(DIGITS_CSV_GZ)
-        .read_to_string(&mut text)
-        .map_err(|err| Error::Data {
-            source_name: SOURCE_NAME.into(),
-            location: "gzip stream".into(),
-            message: err.to_string(),
-        })?;
-    parse(&text)
+/// Loads the embedded digits, pixels scaled to [0, 1]; the test set is split off later.
+pub fn load() -> Result<Loaded> {
+    let bytes = decode(SOURCE_NAME, DIGITS_CSV_GZ.to_vec())?;
+    Ok(Loaded {
+        train: parse(&bytes)?,
+        test: None,
+        pixels_divided_by: Some(MAX_PIXEL),
+    })
 }
 
-fn parse(text: &str) -> Result<Dataset> {
-    let mut features = Vec::new();
-    let mut labels = Vec::new();
-    for (line_index, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-    {
-        let bad = |message: String| Error::Data {
-            source_name: SOURCE_NAME.into(),
-            location: format!("line {}", line_index + 1),
-            message,
-        };
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != PIXELS + 1 {
-            return Err(bad(format!(
+/// The generic CSV reader, then the checks only this file's contract allows:
+/// 64 whole pixel counts in 0..=16 per row.
+fn parse(bytes: &[u8]) -> Result<Dataset> {
+    let options = CsvOptions {
+        label_column: None,
+        num_classes: Some(CLASSES),
+    };
+    let table = csv::parse(SOURCE_NAME, bytes, options)?;
+    if table.n_features != PIXELS {
+        return Err(data_error(
+            SOURCE_NAME,
+            "line 1",
+            format!(
                 "expected {} fields, found {}",
                 PIXELS + 1,
-                cells.len()
-            )));
-        }
-        for (column, cell) in cells.iter().enumerate() {
-            let value: u16 = cell.trim().parse().map_err(|_| {
-                bad(format!(
-                    "field {}: '{cell}' is not a non-negative integer",
-                    column + 1
-                ))
-            })?;
-            if column < PIXELS {
-                if value > MAX_PIXEL {
-                    return Err(bad(format!(
-                        "field {}: pixel {value} is above {MAX_PIXEL}",
-                        column + 1
-                    )));
-                }
-                features.push(f32::from(value) / f32::from(MAX_PIXEL));
-            } else if usize::from(value) >= CLASSES {
-                return Err(bad(format!(
-                    "field {}: label {value} is not a digit",
-                    column + 1
-                )));
-            } else {
-                labels.push(value);
-            }
-        }
+                table.n_features + 1
+            ),
+        ));
+    }
+    if let Some(position) = table
+        .features
+        .iter()
+        .position(|&v| v.fract() != 0.0 || !(0.0..=f32::from(MAX_PIXEL)).contains(&v))
+    {
+        return Err(data_error(
+            SOURCE_NAME,
+            format!(
+                "row {}, field {}",
+                position / PIXELS + 1,
+                position % PIXELS + 1
+            ),
+            format!(
+                "pixel {} is not a count in 0..={MAX_PIXEL}",
+                table.features[position]
+            ),
+        ));
     }
     Ok(Dataset {
         name: "digits".into(),
-        features,
+        features: table
+            .features
+            .iter()
+            .map(|&v| v / f32::from(MAX_PIXEL))
+            .collect(),
         n_features: PIXELS,
-        ids: (0..labels.len()).collect(),
-        labels,
+        ids: (0..table.labels.len()).collect(),
+        labels: table.labels,
         n_classes: CLASSES,
         image_shape: Some((8, 8)),
+        class_names: None,
     })
 }
 
@@ -91,7 +82,10 @@ mod tests {
 
     #[test]
     fn embedded_digits_load_value_by_value() {
-        let data = load().unwrap();
+        let loaded = load().unwrap();
+        assert_eq!(loaded.pixels_divided_by, Some(16));
+        assert!(loaded.test.is_none());
+        let data = loaded.train;
         assert_eq!(data.len(), 1797);
         assert_eq!(data.features.len(), 1797 * 64);
         // First row of the file: 0,0,5,13,9,1,0,0,... label 0.
@@ -109,15 +103,21 @@ mod tests {
     #[test]
     fn malformed_rows_name_their_line() {
         let row = |label: &str| format!("{}{label}\n", "0,".repeat(64));
-        let err = parse(&format!("{}{}", row("1"), row("12"))).unwrap_err();
+        let err = parse(format!("{}{}", row("1"), row("12")).as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "digits (embedded):line 2: field 65: label 12 is not a digit"
+            "digits (embedded):line 2, field 65: label 12 is beyond the 10 classes (labels 0..9)"
         );
-        let err = parse("1,2,3\n").unwrap_err();
+        let err = parse(b"1,2,3\n").unwrap_err();
         assert_eq!(
             err.to_string(),
             "digits (embedded):line 1: expected 65 fields, found 3"
+        );
+        let err = parse(format!("{}{}", row("1"), row("1").replacen('0', "17", 1)).as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "digits (embedded):row 2, field 1: pixel 17 is not a count in 0..=16"
         );
     }
 }

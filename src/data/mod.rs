@@ -1,13 +1,26 @@
-//! Datasets: one loader per format, all producing the same [`Dataset`], and
-//! the seeded stratified split that every model of a run shares.
+//! Datasets: one loader per format, all producing the same [`Dataset`], the
+//! seeded stratified split that every model of a run shares, and the one entry
+//! point, [`load`], that turns a [`DataConfig`] into the split to train on.
 
+pub mod csv;
 pub mod digits;
+pub mod fashion_mnist;
+pub mod idx;
+pub mod input;
+pub mod libsvm;
+pub mod preprocess;
+pub mod source;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::DataConfig;
 use crate::error::{Error, Result};
 use crate::randomness::{derive_seed, Stream, SPLIT_STREAM};
+use preprocess::Preprocessing;
+use source::DataSource;
 
 /// Examples as a dense row-major matrix with integer class labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,8 +32,128 @@ pub struct Dataset {
     pub n_classes: usize,
     /// (height, width) for image data, so image models and galleries can use it.
     pub image_shape: Option<(usize, usize)>,
+    /// A name per class, where the source defines them.
+    pub class_names: Option<Vec<String>>,
     /// A stable id per example (its row in the source file), carried through the split.
     pub ids: Vec<usize>,
+}
+
+/// What a loader hands back: the training examples, the source's own test
+/// set if it has one, and the pixel scaling it applied.
+pub struct Loaded {
+    pub train: Dataset,
+    pub test: Option<Dataset>,
+    pub pixels_divided_by: Option<u16>,
+}
+
+/// Which test set the run uses, recorded in the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SplitUsed {
+    /// Carved out of the data by [`stratified_split`].
+    Stratified(SplitSpec),
+    /// The source's own test set (IDX t10k files, `--test`); no split is made.
+    SourceTestSet,
+}
+
+/// The data a run trains and tests on, and how it got there.
+pub struct Prepared {
+    pub split: Split,
+    pub split_used: SplitUsed,
+    pub preprocessing: Preprocessing,
+}
+
+/// Loads the configured source, splits it unless it has its own test set,
+/// and applies the configured preprocessing.
+pub fn load(config: &DataConfig) -> Result<Prepared> {
+    check_flags(config)?;
+    let test = config.test.as_deref();
+    let loaded = match &config.source {
+        DataSource::Digits => digits::load()?,
+        DataSource::FashionMnist { dir } => fashion_mnist::load(dir.as_deref())?,
+        DataSource::Idx { dir } => {
+            idx::load_dir(&config.source.to_string(), dir, config.num_classes)?
+        }
+        DataSource::Csv { path } => csv::load(
+            path,
+            test,
+            csv::CsvOptions {
+                label_column: config.label_column.as_deref(),
+                num_classes: config.num_classes,
+            },
+        )?,
+        DataSource::Libsvm { path } => libsvm::load(
+            path,
+            test,
+            libsvm::LibsvmOptions {
+                num_features: config.num_features,
+                num_classes: config.num_classes,
+            },
+        )?,
+    };
+    let (split, split_used) = match loaded.test {
+        Some(test) => (
+            Split {
+                train: loaded.train,
+                test,
+            },
+            SplitUsed::SourceTestSet,
+        ),
+        None => (
+            stratified_split(&loaded.train, config.split)?,
+            SplitUsed::Stratified(config.split),
+        ),
+    };
+    Ok(Prepared {
+        split: if config.standardize {
+            preprocess::standardize(split)
+        } else {
+            split
+        },
+        split_used,
+        preprocessing: Preprocessing {
+            pixels_divided_by: loaded.pixels_divided_by,
+            standardize: config.standardize,
+        },
+    })
+}
+
+/// Format-specific flags are refused where they would be silently ignored.
+fn check_flags(config: &DataConfig) -> Result<()> {
+    let tabular = matches!(
+        config.source,
+        DataSource::Csv { .. } | DataSource::Libsvm { .. }
+    );
+    let checks = [
+        ("--test", config.test.is_some(), tabular, "csv and libsvm"),
+        (
+            "--label-column",
+            config.label_column.is_some(),
+            matches!(config.source, DataSource::Csv { .. }),
+            "csv",
+        ),
+        (
+            "--num-features",
+            config.num_features.is_some(),
+            matches!(config.source, DataSource::Libsvm { .. }),
+            "libsvm",
+        ),
+        (
+            "--num-classes",
+            config.num_classes.is_some(),
+            tabular || matches!(config.source, DataSource::Idx { .. }),
+            "csv, libsvm and idx",
+        ),
+    ];
+    for (flag, given, applies, formats) in checks {
+        if given && !applies {
+            return Err(Error::usage(
+                flag,
+                format!("applies to {formats} data only, not {}", config.source),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Dataset {
@@ -47,6 +180,7 @@ impl Dataset {
             labels: rows.iter().map(|&row| self.labels[row]).collect(),
             n_classes: self.n_classes,
             image_shape: self.image_shape,
+            class_names: self.class_names.clone(),
             ids: rows.iter().map(|&row| self.ids[row]).collect(),
         }
     }
@@ -64,6 +198,23 @@ impl Dataset {
         }
         for label in &self.labels {
             hasher.update(label.to_le_bytes());
+        }
+        hex(&hasher.finalize())
+    }
+
+    /// sha256 of the label map: for each class in index order, its name's
+    /// byte length (u64 LE) and the name (UTF-8), the name being the class
+    /// name where the source has them, else the class index in decimal.
+    pub fn label_map_fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for class in 0..self.n_classes {
+            let name = self
+                .class_names
+                .as_ref()
+                .and_then(|names| names.get(class).cloned())
+                .unwrap_or_else(|| class.to_string());
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
         }
         hex(&hasher.finalize())
     }
@@ -97,10 +248,13 @@ pub fn stratified_split(data: &Dataset, spec: SplitSpec) -> Result<Split> {
     }
     let mut stream = Stream::new(derive_seed(spec.seed, SPLIT_STREAM, 0));
     let mut is_test = vec![false; data.len()];
-    for class in 0..data.n_classes {
-        let mut rows: Vec<usize> = (0..data.len())
-            .filter(|&row| data.labels[row] as usize == class)
-            .collect();
+    // Grouped in one pass (the class count can be large); classes without
+    // rows are skipped, which draws nothing from the stream either way.
+    let mut by_class: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (row, &label) in data.labels.iter().enumerate() {
+        by_class.entry(label).or_default().push(row);
+    }
+    for mut rows in by_class.into_values() {
         stream.shuffle(&mut rows);
         let n_test = (rows.len() as f64 * spec.test_fraction).round() as usize;
         for &row in &rows[..n_test] {
@@ -143,6 +297,7 @@ mod tests {
             labels: (0..n).map(|i| (i % classes) as u16).collect(),
             n_classes: classes,
             image_shape: None,
+            class_names: None,
             ids: (0..n).collect(),
         }
     }

@@ -8,7 +8,8 @@ pub mod table;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::data::Dataset;
+use crate::data::preprocess::Preprocessing;
+use crate::data::{Prepared, SplitUsed};
 use crate::metrics::analysis::{
     Analysis, ModelOutcome, PairAgreement, Reproducibility, TestSet, Unstable, Variation,
 };
@@ -78,15 +79,22 @@ pub struct DatasetInfo {
     pub n_features: usize,
     pub n_classes: usize,
     pub image_shape: Option<(usize, usize)>,
+    /// A name per class, where the source defines them.
+    pub class_names: Option<Vec<String>>,
+    /// Where the test set came from: a stratified split, or the source's own.
+    pub split: SplitUsed,
+    pub preprocessing: Preprocessing,
     pub train_sha256: String,
     pub test_sha256: String,
+    pub label_map_sha256: String,
     /// Source row of each test example, in test order.
     pub test_ids: Vec<usize>,
     pub test_labels: Vec<u16>,
 }
 
 impl DatasetInfo {
-    pub fn describe(train: &Dataset, test: &Dataset) -> Self {
+    pub fn describe(prepared: &Prepared) -> Self {
+        let (train, test) = (&prepared.split.train, &prepared.split.test);
         DatasetInfo {
             name: test.name.clone(),
             n_train: train.len(),
@@ -94,8 +102,12 @@ impl DatasetInfo {
             n_features: test.n_features,
             n_classes: test.n_classes,
             image_shape: test.image_shape,
+            class_names: test.class_names.clone(),
+            split: prepared.split_used.clone(),
+            preprocessing: prepared.preprocessing.clone(),
             train_sha256: train.fingerprint(),
             test_sha256: test.fingerprint(),
+            label_map_sha256: test.label_map_fingerprint(),
             test_ids: test.ids.clone(),
             test_labels: test.labels.clone(),
         }
