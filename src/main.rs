@@ -1,58 +1,79 @@
-use std::io::Write;
-use std::path::Path;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use churn_audit::cli::{Cli, Command, RunArgs};
+use churn_audit::cli::{Cli, Command, GateArgs, GateCommandArgs, OutputArgs, RunArgs};
 use churn_audit::config::RunConfig;
-use churn_audit::report::{table, Report};
-use churn_audit::{pipeline, Error};
+use churn_audit::gate::{self, Baseline};
+use churn_audit::output::Outputs;
+use churn_audit::report::{json, Report};
+use churn_audit::{config_file, pipeline, Error};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            err.exit()
-        }
-        Err(err) => {
-            // clap's first line names the flag and the problem; the rest is usage noise.
-            let rendered = err.render().to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let outcome = match cli.command {
         Command::Run(args) => run(&args),
+        Command::Gate(args) => gate(&args),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::from(err.exit_code() as u8)
-        }
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => fail(&err),
     }
 }
 
-fn run(args: &RunArgs) -> Result<(), Error> {
-    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
-    if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
-        check_output_directory("--json", path)?;
+fn fail(err: &Error) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(err.exit_code() as u8)
+}
+
+/// Parses the command line, then again with the --config file's flags placed
+/// before the typed ones (see `config_file`).
+fn parse() -> Result<Cli, ExitCode> {
+    let typed: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::try_parse_from(&typed).map_err(|err| clap_failure(err, ""))?;
+    let Some(path) = cli.command.config_file() else {
+        return Ok(cli);
+    };
+    let flags = config_file::flags(path, cli.command.name()).map_err(|err| fail(&err))?;
+    // Cli has no options of its own, so typed[1] is always the subcommand.
+    let mut argv = typed[..2].to_vec();
+    argv.extend(flags);
+    argv.extend_from_slice(&typed[2..]);
+    // The typed flags parsed alone, so a failure now comes from the file.
+    let context = format!(" (in {})", path.display());
+    Cli::try_parse_from(argv).map_err(|err| clap_failure(err, &context))
+}
+
+fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit()
     }
+    // clap's first paragraph names the flag and the problem; the rest is usage noise.
+    let rendered = err.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{}{context}", first.join(" "));
+    ExitCode::from(2)
+}
+
+/// Trains, reports and gates; `Ok(false)` when a check failed.
+fn run(args: &RunArgs) -> Result<bool, Error> {
+    let outputs = prepare(&args.output, &args.checks)?;
+    let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args);
     let total = config.models;
     let quiet = args.quiet;
@@ -66,44 +87,54 @@ fn run(args: &RunArgs) -> Result<(), Error> {
             );
         }
     })?;
-    if let Some(path) = &args.json {
-        write_json(&report, path)?;
-    }
-    if !json_to_stdout {
-        print!("{}", table::render(&report));
-    }
-    Ok(())
+    finish(report, &args.checks, baseline.as_ref(), &outputs)
 }
 
-fn write_json(report: &Report, path: &Path) -> Result<(), Error> {
-    let json = report.to_json() + "\n";
-    let failed = |source| Error::Output {
-        path: path.to_owned(),
-        source,
+fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
+    if !args.checks.any() {
+        return Err(Error::usage(
+            "gate",
+            "no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase)",
+        ));
+    }
+    let outputs = prepare(&args.output, &args.checks)?;
+    let report = json::load(&args.report)?;
+    let baseline = load_baseline(&args.checks)?;
+    finish(report, &args.checks, baseline.as_ref(), &outputs)
+}
+
+fn prepare(output: &OutputArgs, checks: &GateArgs) -> Result<Outputs, Error> {
+    Outputs::prepare(output, checks, std::env::var_os("GITHUB_STEP_SUMMARY"))
+}
+
+fn load_baseline(checks: &GateArgs) -> Result<Option<Baseline>, Error> {
+    checks
+        .baseline
+        .as_ref()
+        .map(|path| {
+            Ok(Baseline {
+                path: path.clone(),
+                report: json::load(path)?,
+            })
+        })
+        .transpose()
+}
+
+/// Judges the report, writes every output, and names each check that did not
+/// pass on stderr (stdout may be carrying JSON).
+fn finish(
+    mut report: Report,
+    checks: &GateArgs,
+    baseline: Option<&Baseline>,
+    outputs: &Outputs,
+) -> Result<bool, Error> {
+    report.gate = gate::evaluate(&report, checks, baseline)?;
+    outputs.write(&report)?;
+    let Some(verdicts) = &report.gate else {
+        return Ok(true);
     };
-    if path == Path::new("-") {
-        std::io::stdout()
-            .lock()
-            .write_all(json.as_bytes())
-            .map_err(failed)
-    } else {
-        std::fs::write(path, json).map_err(failed)
+    for line in verdicts.problems() {
+        eprintln!("{line}");
     }
-}
-
-/// Refuses an output whose directory is missing before any training, so a
-/// typo in a path never costs the run.
-fn check_output_directory(flag: &str, path: &Path) -> Result<(), Error> {
-    let directory = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if directory.is_dir() {
-        Ok(())
-    } else {
-        Err(Error::usage(
-            flag,
-            format!("directory {} does not exist", directory.display()),
-        ))
-    }
+    Ok(verdicts.passed)
 }

@@ -1,7 +1,7 @@
 //! Summary statistics across models.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -45,6 +45,20 @@ pub fn summarize(values: &[f64]) -> Summary {
     }
 }
 
+/// 95% interval for the standard deviation `std` of `n` values drawn from a
+/// normal distribution: std · √((n-1) / χ²(q, n-1)) for q = 0.975 and 0.025.
+/// It is wide for few models, which is the point: a gate on the spread of
+/// five accuracies should rarely be confident.
+pub fn std_interval(n: usize, std: f64) -> Interval {
+    let df = n.saturating_sub(1).max(1) as f64;
+    let chi = ChiSquared::new(df).expect("at least one degree of freedom is a valid chi-square");
+    let scale = |q: f64| std * (df / chi.inverse_cdf(q)).sqrt();
+    Interval {
+        low: scale(0.975),
+        high: scale(0.025),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +84,20 @@ mod tests {
     fn identical_values_have_zero_width() {
         let s = summarize(&[0.5, 0.5, 0.5, 0.5]);
         assert_eq!((s.std, s.ci95.low, s.ci95.high), (0.0, 0.5, 0.5));
+    }
+
+    #[test]
+    fn std_interval_from_chi_square_quantiles() {
+        // χ²(0.975, 2) = 7.377758908227871, χ²(0.025, 2) = 0.050635615968579795.
+        let interval = std_interval(3, 0.01);
+        assert!((interval.low - 0.01 * (2.0f64 / 7.377758908227871).sqrt()).abs() < 1e-9);
+        assert!((interval.high - 0.01 * (2.0f64 / 0.050635615968579795).sqrt()).abs() < 1e-9);
+        assert_eq!(
+            std_interval(5, 0.0),
+            Interval {
+                low: 0.0,
+                high: 0.0
+            }
+        );
     }
 }

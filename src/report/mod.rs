@@ -2,12 +2,16 @@
 //! renders. It carries enough (test labels, every model's predictions) for a
 //! dashboard to recompute every churn figure from the JSON alone.
 
+pub mod json;
+pub mod junit;
+pub mod markdown;
 pub mod table;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::Dataset;
+use crate::gate::Verdicts;
 use crate::metrics::churn::{churn_summary, flips, ChurnSummary, Flip};
 use crate::metrics::stats::{summarize, Summary};
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
@@ -32,6 +36,9 @@ pub struct Report {
     pub reproducibility: Reproducibility,
     /// Every test example on which the models do not all agree.
     pub flips: Vec<Flip>,
+    /// The checks asked for and their verdicts; absent when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Verdicts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,10 +198,188 @@ impl Report {
             flips,
             dataset,
             models,
+            gate: None,
         }
     }
+}
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a Report always serialises")
-    }
+// What the human-readable formats (table, Markdown) share: the same words
+// and figures, laid out differently by each writer.
+
+/// How many flipped examples the human-readable formats show; the JSON has them all.
+const FLIPS_SHOWN: usize = 15;
+
+fn percent(share: f64) -> String {
+    format!("{:.2}%", share * 100.0)
+}
+
+fn label(prediction: Prediction) -> String {
+    prediction.map_or_else(|| "NaN".to_owned(), |class| class.to_string())
+}
+
+/// One line naming the run: what was trained, on what, with what varied.
+fn headline(report: &Report) -> String {
+    let data = &report.dataset;
+    let varied: Vec<&str> = report.config.vary.iter().map(|s| s.name()).collect();
+    let varied = if varied.is_empty() {
+        "none".to_owned()
+    } else {
+        varied.join(", ")
+    };
+    format!(
+        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {} threads, config {}",
+        report.tool.version,
+        report.models.len(),
+        data.name,
+        data.n_train,
+        data.n_test,
+        report.execution.intra_op_threads,
+        report.config_sha256.get(..12).unwrap_or(&report.config_sha256),
+    )
+}
+
+fn summary_rows(report: &Report) -> Vec<[String; 2]> {
+    let (acc, churn, repro) = (&report.accuracy, &report.churn, &report.reproducibility);
+    vec![
+        [
+            "test accuracy".to_owned(),
+            format!(
+                "{} ± {} (95% CI {} – {}; min {}, max {})",
+                percent(acc.mean),
+                percent(acc.std),
+                percent(acc.ci95.low),
+                percent(acc.ci95.high),
+                percent(acc.min),
+                percent(acc.max)
+            ),
+        ],
+        [
+            "pairwise churn".to_owned(),
+            format!(
+                "mean {} (95% CI {} – {}; min {}, max {})",
+                percent(churn.mean),
+                percent(churn.ci95.low),
+                percent(churn.ci95.high),
+                percent(churn.min),
+                percent(churn.max)
+            ),
+        ],
+        [
+            "unstable examples".to_owned(),
+            format!(
+                "{} of {} ({})",
+                report.unstable.count,
+                report.dataset.n_test,
+                percent(report.unstable.share)
+            ),
+        ],
+        [
+            "bitwise reproducible".to_owned(),
+            if repro.bitwise_reproducible {
+                "yes".to_owned()
+            } else {
+                format!(
+                    "no: {} distinct weight hashes, {} distinct prediction hashes",
+                    repro.distinct_weight_hashes, repro.distinct_prediction_hashes
+                )
+            },
+        ],
+    ]
+}
+
+const MODEL_HEADER: [&str; 8] = [
+    "model",
+    "init seed",
+    "data-order seed",
+    "dropout seed",
+    "accuracy",
+    "weights sha256",
+    "predictions sha256",
+    "seconds",
+];
+
+fn model_rows(report: &Report) -> Vec<[String; 8]> {
+    let short = |hash: &String| hash.get(..16).unwrap_or(hash).to_owned();
+    report
+        .models
+        .iter()
+        .map(|model| {
+            let accuracy = if model.unpredictable > 0 {
+                format!(
+                    "{} ({} NaN rows)",
+                    percent(model.accuracy),
+                    model.unpredictable
+                )
+            } else {
+                percent(model.accuracy)
+            };
+            [
+                model.index.to_string(),
+                format!("{:016x}", model.seeds.init),
+                format!("{:016x}", model.seeds.data_order),
+                format!("{:016x}", model.seeds.dropout),
+                accuracy,
+                short(&model.weights_sha256),
+                short(&model.predictions_sha256),
+                format!("{:.2}", model.train_seconds),
+            ]
+        })
+        .collect()
+}
+
+const FLIP_HEADER: [&str; 5] = [
+    "test #",
+    "id",
+    "label",
+    "predictions (model 0..)",
+    "distinct",
+];
+
+/// The first [`FLIPS_SHOWN`] flips, and a note on the rest if any.
+fn flip_rows(report: &Report) -> (Vec<[String; 5]>, Option<String>) {
+    let rows = report
+        .flips
+        .iter()
+        .take(FLIPS_SHOWN)
+        .map(|flip| {
+            [
+                flip.position.to_string(),
+                flip.id.to_string(),
+                flip.label.to_string(),
+                flip.predicted
+                    .iter()
+                    .map(|&p| label(p))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                flip.distinct_labels.to_string(),
+            ]
+        })
+        .collect();
+    let more = (report.flips.len() > FLIPS_SHOWN).then(|| {
+        format!(
+            "... and {} more unstable examples (all of them are in the JSON report)",
+            report.flips.len() - FLIPS_SHOWN
+        )
+    });
+    (rows, more)
+}
+
+const VERDICT_HEADER: [&str; 3] = ["check", "verdict", "detail"];
+
+/// The gate's bottom line, e.g. "gate: FAILED (1 of 3 checks failed; inconclusive counts as fail)".
+fn gate_line(verdicts: &Verdicts) -> String {
+    let failing = verdicts
+        .checks
+        .iter()
+        .filter(|v| v.counts_as_failure(verdicts.inconclusive))
+        .count();
+    let policy = match verdicts.inconclusive {
+        crate::gate::InconclusivePolicy::Pass => "pass",
+        crate::gate::InconclusivePolicy::Fail => "fail",
+    };
+    format!(
+        "gate: {} ({failing} of {} checks failed; inconclusive counts as {policy})",
+        if verdicts.passed { "PASSED" } else { "FAILED" },
+        verdicts.checks.len()
+    )
 }
