@@ -1,7 +1,7 @@
 //! Summary statistics across models.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -51,12 +51,23 @@ pub fn summarize(values: &[f64]) -> Summary {
 /// five accuracies should rarely be confident.
 pub fn std_interval(n: usize, std: f64) -> Interval {
     let df = n.saturating_sub(1).max(1) as f64;
-    let chi = ChiSquared::new(df).expect("at least one degree of freedom is a valid chi-square");
-    let scale = |q: f64| std * (df / chi.inverse_cdf(q)).sqrt();
+    let scale = |q: f64| std * (df / chi_square_quantile(df, q)).sqrt();
     Interval {
         low: scale(0.975),
         high: scale(0.025),
     }
+}
+
+fn chi_square_quantile(df: f64, q: f64) -> f64 {
+    if df == 1.0 {
+        // statrs returns NaN here (two models, the smallest audit); with one
+        // degree of freedom χ² is a squared standard normal.
+        let z = Normal::standard().inverse_cdf((1.0 + q) / 2.0);
+        return z * z;
+    }
+    ChiSquared::new(df)
+        .expect("at least one degree of freedom is a valid chi-square")
+        .inverse_cdf(q)
 }
 
 #[cfg(test)]
@@ -92,6 +103,10 @@ mod tests {
         let interval = std_interval(3, 0.01);
         assert!((interval.low - 0.01 * (2.0f64 / 7.377758908227871).sqrt()).abs() < 1e-9);
         assert!((interval.high - 0.01 * (2.0f64 / 0.050635615968579795).sqrt()).abs() < 1e-9);
+        // One degree of freedom: χ²(0.975, 1) = 5.023886187314888, χ²(0.025, 1) = 0.000982069117215.
+        let two = std_interval(2, 0.01);
+        assert!((two.low - 0.01 * (1.0f64 / 5.023886187314888).sqrt()).abs() < 1e-9);
+        assert!((two.high - 0.01 * (1.0f64 / 0.000982069117215).sqrt()).abs() < 1e-6);
         assert_eq!(
             std_interval(5, 0.0),
             Interval {
