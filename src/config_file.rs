@@ -55,13 +55,16 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
             ));
         };
         let flag = OsString::from(format!("--{key}"));
-        let text = match value {
-            toml::Value::Boolean(on) if matches!(arg.get_action(), ArgAction::SetTrue) => {
-                if *on {
-                    flags.push(flag);
-                }
-                continue;
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            // A switch: true gives the flag, false leaves it out.
+            match value {
+                toml::Value::Boolean(true) => flags.push(flag),
+                toml::Value::Boolean(false) => {}
+                _ => return Err(failed(key.clone(), "expected true or false".to_owned())),
             }
+            continue;
+        }
+        let text = match value {
             toml::Value::String(text) => text.clone(),
             toml::Value::Integer(number) => number.to_string(),
             toml::Value::Float(number) => number.to_string(),
@@ -80,7 +83,7 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
             _ => {
                 return Err(failed(
                     key.clone(),
-                    format!("expected a {}", value_kind(arg.get_action())),
+                    "expected a number, string or list".to_owned(),
                 ))
             }
         };
@@ -88,12 +91,4 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
         flags.push(text.into());
     }
     Ok(flags)
-}
-
-fn value_kind(action: &ArgAction) -> &'static str {
-    if matches!(action, ArgAction::SetTrue) {
-        "boolean"
-    } else {
-        "number, string or list"
-    }
 }
