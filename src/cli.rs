@@ -73,11 +73,11 @@ pub struct GateCommandArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Checks (thresholds are fractions: 0.02 means 2%)")]
 pub struct GateArgs {
-    /// Fail when mean pairwise churn exceeds X.
+    /// Fail when mean pairwise churn is above X (judged on its 95% interval, as every check).
     #[arg(long, value_name = "X", value_parser = unit_interval)]
     pub max_churn: Option<f64>,
 
-    /// Fail when the standard deviation of test accuracy over models exceeds Y.
+    /// Fail when the standard deviation of test accuracy over models is above Y.
     #[arg(long, value_name = "Y", value_parser = unit_interval)]
     pub max_acc_std: Option<f64>,
 
@@ -94,7 +94,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "OLD.json", requires = "max_churn_increase")]
     pub baseline: Option<PathBuf>,
 
-    /// Fail when mean churn exceeds the baseline's by more than D.
+    /// Fail when mean churn is above the baseline's by more than D.
     #[arg(long, value_name = "D", value_parser = unit_interval, requires = "baseline")]
     pub max_churn_increase: Option<f64>,
 
@@ -137,6 +137,11 @@ pub struct OutputArgs {
     /// Write the report as Markdown to PATH.
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
+
+    /// Write the report as one self-contained HTML page to PATH: heatmap of
+    /// pairwise churn, accuracy per model, and the flipped examples' pictures.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 
     /// Write the checks as JUnit XML to PATH, one testcase per check.
     #[arg(long, value_name = "PATH")]

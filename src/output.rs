@@ -1,5 +1,5 @@
 //! Where a finished report goes: stdout in the chosen format, and the files
-//! named by --json, --markdown, --junit and --github-summary. Destinations are
+//! named by --json, --markdown, --junit, --html and --github-summary. Destinations are
 //! checked before any training, so a typo in a path never costs the run.
 
 use std::ffi::OsString;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Format, GateArgs, OutputArgs};
 use crate::error::{Error, Result};
-use crate::report::{json, junit, markdown, table, Report};
+use crate::report::{html, json, junit, markdown, table, Report};
 
 #[derive(Debug)]
 pub struct Outputs {
@@ -16,6 +16,7 @@ pub struct Outputs {
     json: Option<PathBuf>,
     markdown: Option<PathBuf>,
     junit: Option<PathBuf>,
+    html: Option<PathBuf>,
     github_summary: Option<PathBuf>,
 }
 
@@ -56,6 +57,7 @@ impl Outputs {
             ("--json", &json),
             ("--markdown", &args.markdown),
             ("--junit", &args.junit),
+            ("--html", &args.html),
             ("--github-summary", &github_summary),
         ] {
             if let Some(path) = path {
@@ -67,6 +69,7 @@ impl Outputs {
             json,
             markdown: args.markdown.clone(),
             junit: args.junit.clone(),
+            html: args.html.clone(),
             github_summary,
         })
     }
@@ -80,6 +83,9 @@ impl Outputs {
         }
         if let (Some(path), Some(verdicts)) = (&self.junit, &report.gate) {
             write_file(path, &junit::render(report, verdicts))?;
+        }
+        if let Some(path) = &self.html {
+            write_file(path, &html::render(report))?;
         }
         if let Some(path) = &self.github_summary {
             append_file(path, &markdown::render(report))?;

@@ -47,10 +47,12 @@ pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<
         inter_op_threads: INTER_OP_THREADS,
         mode: "sequential".into(),
     };
-    Ok(Report::build(
+    let mut report = Report::build(
         config,
         execution,
         DatasetInfo::describe(&split.train, &split.test),
         models,
-    ))
+    );
+    report.attach_pixels(&split.test);
+    Ok(report)
 }

@@ -1,30 +1,8 @@
 //! The gate's verdicts as JUnit XML, the test-report format CI systems
 //! (GitLab, Jenkins, GitHub test reporters) ingest: one testcase per check.
 
-use super::Report;
+use super::{xml_escape as escape, Report};
 use crate::gate::{InconclusivePolicy, Outcome, Verdicts};
-
-/// Escapes text for XML content and attribute values alike. Characters XML
-/// 1.0 forbids (most control characters) become U+FFFD, since no escape can
-/// carry them; line breaks become character references so attributes keep them.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 pub fn render(report: &Report, verdicts: &Verdicts) -> String {
     let tests = verdicts.checks.len();
@@ -75,17 +53,4 @@ pub fn render(report: &Report, verdicts: &Verdicts) -> String {
     }
     out += "  </testsuite>\n</testsuites>\n";
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn escapes_markup_quotes_and_forbidden_characters() {
-        assert_eq!(
-            escape("a<b & \"c\" 'd'>\n\u{1}é"),
-            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;&#10;\u{FFFD}é"
-        );
-    }
 }

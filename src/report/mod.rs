@@ -2,6 +2,7 @@
 //! renders. It carries enough (test labels, every model's predictions) for a
 //! dashboard to recompute every churn figure from the JSON alone.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
@@ -201,6 +202,20 @@ impl Report {
             gate: None,
         }
     }
+
+    /// Gives each flipped example its picture when `test` is an image dataset.
+    /// Only flips carry pixels: they are what people look at, and the whole
+    /// test set would dwarf the rest of the report.
+    pub fn attach_pixels(&mut self, test: &Dataset) {
+        if test.image_shape.is_none() {
+            return;
+        }
+        let width = test.n_features;
+        for flip in &mut self.flips {
+            let start = flip.position * width;
+            flip.pixels = test.features.get(start..start + width).map(<[f32]>::to_vec);
+        }
+    }
 }
 
 // What the human-readable formats (table, Markdown) share: the same words
@@ -382,4 +397,39 @@ fn gate_line(verdicts: &Verdicts) -> String {
         if verdicts.passed { "PASSED" } else { "FAILED" },
         verdicts.checks.len()
     )
+}
+
+/// Escapes text for XML (JUnit) and HTML content and attribute values alike. Characters XML
+/// 1.0 forbids (most control characters) become U+FFFD, since no escape can
+/// carry them; line breaks become character references so attributes keep them.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xml_escape;
+
+    #[test]
+    fn escapes_markup_quotes_and_forbidden_characters() {
+        assert_eq!(
+            xml_escape("a<b & \"c\" 'd'>\n\u{1}é"),
+            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;&#10;\u{FFFD}é"
+        );
+    }
 }
