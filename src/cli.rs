@@ -213,7 +213,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = at_least::<1>)]
     pub threads: Option<usize>,
 
-    /// No progress lines on stderr.
+    /// No progress on stderr (otherwise a bar with ETA on a terminal, one line
+    /// per finished model when stderr is a log or stdout carries JSON).
     #[arg(long, short)]
     pub quiet: bool,
 

@@ -26,9 +26,11 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| Error::usage("--config", format!("cannot read {name}: {err}")))?;
     let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
-        let at = err.span().map_or(0, |span| span.start);
-        let line = text[..at].matches('\n').count() + 1;
-        let column = at - text[..at].rfind('\n').map_or(0, |newline| newline + 1) + 1;
+        let before = text
+            .get(..err.span().map_or(0, |span| span.start))
+            .unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
         failed(format!("{line}:{column}"), err.message().to_owned())
     })?;
     let cli = Cli::command();
@@ -36,7 +38,12 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
         cli.find_subcommand(command).and_then(|command| {
             command
                 .get_arguments()
-                .find(|arg| arg.get_long() == Some(key) && key != "config")
+                .find(|arg| {
+                    // --config does not nest, and --help in a file would only print help.
+                    arg.get_long() == Some(key)
+                        && key != "config"
+                        && !matches!(arg.get_action(), ArgAction::Help)
+                })
                 .cloned()
         })
     };

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod randomness;
 pub mod report;
 pub mod train;

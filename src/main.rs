@@ -1,4 +1,5 @@
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -8,6 +9,7 @@ use churn_audit::cli::{Cli, Command, GateArgs, GateCommandArgs, OutputArgs, RunA
 use churn_audit::config::RunConfig;
 use churn_audit::gate::{self, Baseline};
 use churn_audit::output::Outputs;
+use churn_audit::progress::{Mode, Progress};
 use churn_audit::report::{json, Report};
 use churn_audit::{config_file, pipeline, Error};
 
@@ -75,18 +77,15 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let outputs = prepare(&args.output, &args.checks)?;
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args);
-    let total = config.models;
-    let quiet = args.quiet;
-    let report = pipeline::run(config, &mut |model| {
-        if !quiet {
-            eprintln!(
-                "model {}/{total}: accuracy {:.2}%, {:.2} s",
-                model.index + 1,
-                model.accuracy * 100.0,
-                model.train_seconds
-            );
-        }
-    })?;
+    let mode = Mode::choose(
+        args.quiet,
+        std::io::stderr().is_terminal(),
+        outputs.json_on_stdout(),
+    );
+    let progress = Progress::new(mode, config.models);
+    let report = pipeline::run(config, &mut |model| progress.model_done(model));
+    progress.finish();
+    let report = report?;
     finish(report, &args.checks, baseline.as_ref(), &outputs)
 }
 

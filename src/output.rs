@@ -74,6 +74,10 @@ impl Outputs {
         })
     }
 
+    pub fn json_on_stdout(&self) -> bool {
+        self.stdout == Format::Json
+    }
+
     pub fn write(&self, report: &Report) -> Result<()> {
         if let Some(path) = &self.json {
             write_file(path, &json::render(report))?;
