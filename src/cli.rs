@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::source::DataSource;
 use crate::model::ModelKind;
 
+use crate::gate::InconclusivePolicy;
 use crate::randomness::{parse_vary, Source};
 use crate::train::DeviceChoice;
 use crate::train::OptimizerKind;
@@ -18,7 +19,7 @@ use crate::train::OptimizerKind;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (every check passed)
-  1  a check failed
+  1  a check failed (or was inconclusive, under the default --inconclusive fail)
   2  usage or input error
   3  training failed";
 
@@ -32,13 +33,136 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train N models that differ only in the chosen sources of randomness and report their churn.
-    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Run(RunArgs),
     /// Attribute churn to its sources: a control group where nothing varies, one
     /// group per source varied alone (init, data-order, dropout, data-refresh,
     /// threads, kernels), and one group where every seed varies.
-    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Audit(AuditArgs),
+    /// Judge an existing JSON report by the given checks (exit 1 when one fails).
+    #[command(after_help = EXIT_CODES, args_override_self = true)]
+    Gate(GateCommandArgs),
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Audit(_) => "audit",
+            Command::Gate(_) => "gate",
+        }
+    }
+
+    /// The --config file, if one was given.
+    pub fn config_file(&self) -> Option<&PathBuf> {
+        match self {
+            Command::Run(args) => args.common.config.as_ref(),
+            Command::Audit(args) => args.common.config.as_ref(),
+            Command::Gate(args) => args.config.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GateCommandArgs {
+    /// A JSON report written by `churn-audit run --json`.
+    #[arg(value_name = "REPORT.json")]
+    pub report: PathBuf,
+
+    /// Options from a TOML file (keys are flag names: max-churn = 0.02);
+    /// flags on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub checks: GateArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Checks shared by `run` and `gate`. Thresholds are fractions: 0.02 is 2%.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Checks (thresholds are fractions: 0.02 means 2%)")]
+pub struct GateArgs {
+    /// Fail when mean pairwise churn is above X (judged on its 95% interval, as every check).
+    #[arg(long, value_name = "X", value_parser = unit_interval)]
+    pub max_churn: Option<f64>,
+
+    /// Fail when the standard deviation of test accuracy over models is above Y.
+    #[arg(long, value_name = "Y", value_parser = unit_interval)]
+    pub max_acc_std: Option<f64>,
+
+    /// Fail when mean test accuracy is below Z.
+    #[arg(long, value_name = "Z", value_parser = unit_interval)]
+    pub min_acc: Option<f64>,
+
+    /// Fail unless every model's weights and test logits are bitwise identical
+    /// (meant for --vary none).
+    #[arg(long)]
+    pub require_reproducible: bool,
+
+    /// An earlier JSON report on the same test set, for --max-churn-increase.
+    #[arg(long, value_name = "OLD.json", requires = "max_churn_increase")]
+    pub baseline: Option<PathBuf>,
+
+    /// Fail when mean churn is above the baseline's by more than D.
+    #[arg(long, value_name = "D", value_parser = unit_interval, requires = "baseline")]
+    pub max_churn_increase: Option<f64>,
+
+    /// What a check whose 95% interval straddles its threshold counts as.
+    #[arg(long, value_enum, value_name = "VERDICT", default_value_t = InconclusivePolicy::Fail)]
+    pub inconclusive: InconclusivePolicy,
+}
+
+impl GateArgs {
+    pub fn any(&self) -> bool {
+        self.max_churn.is_some()
+            || self.max_acc_std.is_some()
+            || self.min_acc.is_some()
+            || self.require_reproducible
+            || self.max_churn_increase.is_some()
+    }
+}
+
+/// How stdout shows the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+/// Where the report goes, shared by `run` and `gate`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Form of the report on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Write the JSON report to PATH ("-" for stdout, which then carries
+    /// nothing else, whatever --format says).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+
+    /// Write the report as Markdown to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
+
+    /// Write the report as one self-contained HTML page to PATH: heatmap of
+    /// pairwise churn, accuracy per model, and the flipped examples' pictures.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+
+    /// Write the checks as JUnit XML to PATH, one testcase per check.
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+
+    /// Append the Markdown report to the file named by $GITHUB_STEP_SUMMARY.
+    #[arg(long)]
+    pub github_summary: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -51,6 +175,9 @@ pub struct RunArgs {
     /// identical). data-refresh trains each model on its own random subsample.
     #[arg(long, value_name = "SOURCES", default_value = "init,data-order,dropout", value_parser = parse_vary)]
     pub vary: BTreeSet<Source>,
+
+    #[command(flatten)]
+    pub checks: GateArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,7 +248,9 @@ pub struct CommonArgs {
     pub test_fraction: f64,
 
     /// Hidden layer widths, comma-separated (e.g. 256,128).
-    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "128", value_parser = whole::<1, MAX_WIDTH>)]
+    // Set, not the default Append: a later --hidden (typed after --config's)
+    // replaces the list rather than extending it.
+    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "128", value_parser = whole::<1, MAX_WIDTH>, action = clap::ArgAction::Set)]
     pub hidden: Vec<usize>,
 
     /// Dropout probability after each hidden layer, in [0, 1).
@@ -174,13 +303,18 @@ pub struct CommonArgs {
     #[arg(long, value_name = "EPS", default_value_t = 1e-6, value_parser = non_negative)]
     pub tie_epsilon: f64,
 
-    /// Write the JSON report to PATH ("-" for stdout, which then carries nothing else).
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-
-    /// No progress lines on stderr.
+    /// No progress on stderr (otherwise a bar with ETA on a terminal, one line
+    /// per finished model when stderr is a log or stdout carries JSON).
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Options from a TOML file (keys are flag names: seeds = 5); flags on
+    /// the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 // Upper bounds keep a typo from allocating without limit or spawning
@@ -257,6 +391,16 @@ fn probability(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+fn unit_interval(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!(
+            "must be a fraction in [0, 1] (0.02 means 2%), got {value}"
+        ));
+    }
+    Ok(value)
+}
+
 fn open_unit_interval(text: &str) -> Result<f64, String> {
     let value = number(text)?;
     if value <= 0.0 || value >= 1.0 {
@@ -299,6 +443,11 @@ mod tests {
             learning_rate("0").unwrap_err(),
             "must be above 0 and at most 1e30, got 0"
         );
+        assert_eq!(
+            unit_interval("2").unwrap_err(),
+            "must be a fraction in [0, 1] (0.02 means 2%), got 2"
+        );
+        assert_eq!(unit_interval("0.02"), Ok(0.02));
         assert_eq!(
             open_unit_interval("0").unwrap_err(),
             "must be between 0 and 1 (exclusive), got 0"

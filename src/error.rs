@@ -19,6 +19,10 @@ pub enum Error {
         message: String,
     },
 
+    /// A report file (for `gate` or `--baseline`) that cannot be used.
+    #[error("{}: {message}", path.display())]
+    ReportFile { path: PathBuf, message: String },
+
     /// An output that could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Output {
@@ -51,7 +55,10 @@ impl Error {
     /// can fix in the invocation or inputs, 3 when training itself failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage { .. } | Error::Data { .. } | Error::Output { .. } => 2,
+            Error::Usage { .. }
+            | Error::Data { .. }
+            | Error::ReportFile { .. }
+            | Error::Output { .. } => 2,
             Error::Training { .. } | Error::Torch(_) => 3,
         }
     }

@@ -2,16 +2,21 @@
 //! randomness, and measure how much their predictions disagree.
 //!
 //! Data flows one way: [`config`] → [`data`] → [`train`] → predictions →
-//! [`metrics`] → [`report`]. `metrics` and `report` never touch libtorch.
+//! [`metrics`] → [`report`] → [`gate`]. `metrics`, `report` and `gate` never
+//! touch libtorch.
 
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod data;
 pub mod error;
+pub mod gate;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod randomness;
 pub mod report;
 pub mod train;

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Once;
 
 use crate::config::{AuditConfig, RunConfig};
-use crate::data;
+use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::metrics::analysis::{analyze, Analysis};
 use crate::model::MAX_PARAMETERS;
@@ -29,6 +29,8 @@ struct Session<'a> {
     config: &'a RunConfig,
     tensors: TrainData,
     dataset: DatasetInfo,
+    /// The decoded test set, for the pictures of flipped examples.
+    test: Dataset,
     models: Vec<ModelReport>,
     logits: Vec<Vec<f32>>,
     by_key: HashMap<String, usize>,
@@ -56,6 +58,7 @@ impl<'a> Session<'a> {
             config,
             tensors,
             dataset: DatasetInfo::describe(&prepared),
+            test: prepared.split.test,
             models: Vec::new(),
             logits: Vec::new(),
             by_key: HashMap::new(),
@@ -138,71 +141,106 @@ pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<
         members.push(session.obtain(&spec, on_model)?);
     }
     let analysis = session.analyze(&members);
-    let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
-    Ok(Report::build(config, execution, dataset, models, analysis))
+    let execution = session.execution();
+    let Session {
+        dataset,
+        models,
+        test,
+        ..
+    } = session;
+    let mut report = Report::build(config, execution, dataset, models, analysis);
+    report.attach_pixels(&test);
+    Ok(report)
 }
 
-/// Trains the control group, one group per source and one with every seed
-/// varied, reusing any model two groups share.
-pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<AuditReport> {
+/// One audit group as planned: its models, or why it cannot run here.
+pub struct PlannedGroup {
+    pub source: &'static str,
+    pub models: Result<Vec<ModelSpec>, &'static str>,
+}
+
+/// The audit's groups in report order: the control (replicas of model 0, so
+/// any difference is non-determinism), one group per seed source varied
+/// alone, threads, kernels, and every seed varied together.
+pub fn audit_plan(config: &AuditConfig) -> Vec<PlannedGroup> {
     let control = &config.control;
-    let mut session = Session::open(control)?;
     let n = control.models;
-    let mut groups = Vec::new();
-
     let none = BTreeSet::new();
-    let mut group =
-        |name: &str, session: &mut Session, specs: Vec<ModelSpec>| -> Result<GroupReport> {
-            let members = specs
-                .iter()
-                .map(|spec| session.obtain(spec, on_model))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(GroupReport::measured(
-                name,
-                members.clone(),
-                session.analyze(&members),
-            ))
-        };
-
-    // Replicas of one model: any difference is non-determinism.
-    let control_specs = (0..n).map(|k| control.model_spec(&none, 0, k)).collect();
-    groups.push(group("control", &mut session, control_specs)?);
+    let varying =
+        |vary: &BTreeSet<Source>| (0..n).map(|k| control.model_spec(vary, k, 0)).collect();
+    let mut groups = vec![PlannedGroup {
+        source: "control",
+        models: Ok((0..n).map(|k| control.model_spec(&none, 0, k)).collect()),
+    }];
     for source in Source::ALL {
-        let vary = BTreeSet::from([source]);
-        let specs = (0..n).map(|k| control.model_spec(&vary, k, 0)).collect();
-        groups.push(group(source.name(), &mut session, specs)?);
+        groups.push(PlannedGroup {
+            source: source.name(),
+            models: Ok(varying(&BTreeSet::from([source]))),
+        });
     }
-    if config.thread_counts.len() < 2 {
-        groups.push(GroupReport::not_applicable(
-            "threads",
-            "only one thread count to compare (--thread-counts)",
-        ));
-    } else {
-        let counts = &config.thread_counts;
-        let specs = (0..n)
-            .map(|k| ModelSpec {
-                threads: counts[k % counts.len()],
-                ..control.model_spec(&none, 0, k)
-            })
-            .collect();
-        groups.push(group("threads", &mut session, specs)?);
-    }
-    match control.device {
-        DeviceChoice::Cpu => groups.push(GroupReport::not_applicable("kernels", "no CUDA device")),
-        DeviceChoice::Cuda(_) => {
-            let specs = (0..n)
+    let counts = &config.thread_counts;
+    groups.push(PlannedGroup {
+        source: "threads",
+        models: if counts.len() < 2 {
+            Err("only one thread count to compare (--thread-counts)")
+        } else {
+            Ok((0..n)
+                .map(|k| ModelSpec {
+                    threads: counts[k % counts.len()],
+                    ..control.model_spec(&none, 0, k)
+                })
+                .collect())
+        },
+    });
+    groups.push(PlannedGroup {
+        source: "kernels",
+        models: match control.device {
+            DeviceChoice::Cpu => Err("no CUDA device"),
+            DeviceChoice::Cuda(_) => Ok((0..n)
                 .map(|k| ModelSpec {
                     deterministic_kernels: false,
                     ..control.model_spec(&none, 0, k)
                 })
-                .collect();
-            groups.push(group("kernels", &mut session, specs)?);
-        }
-    }
-    let all: BTreeSet<Source> = Source::ALL.into_iter().collect();
-    let specs = (0..n).map(|k| control.model_spec(&all, k, 0)).collect();
-    groups.push(group("all", &mut session, specs)?);
+                .collect()),
+        },
+    });
+    groups.push(PlannedGroup {
+        source: "all",
+        models: Ok(varying(&Source::ALL.into_iter().collect())),
+    });
+    groups
+}
 
+/// How many distinct models an audit trains (groups share models).
+pub fn distinct_audit_models(config: &AuditConfig) -> usize {
+    let plan = audit_plan(config);
+    let specs = plan
+        .iter()
+        .filter_map(|group| group.models.as_ref().ok())
+        .flatten();
+    specs
+        .map(|spec| config.control.model_key(spec))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// Trains every planned group, reusing any model two groups share.
+pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<AuditReport> {
+    let mut session = Session::open(&config.control)?;
+    let mut groups = Vec::new();
+    for planned in audit_plan(&config) {
+        groups.push(match planned.models {
+            Ok(specs) => {
+                let members = specs
+                    .iter()
+                    .map(|spec| session.obtain(spec, on_model))
+                    .collect::<Result<Vec<_>>>()?;
+                let analysis = session.analyze(&members);
+                GroupReport::measured(planned.source, members, analysis)
+            }
+            Err(reason) => GroupReport::not_applicable(planned.source, reason),
+        });
+    }
     let reused = session.reused;
     let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
     Ok(AuditReport::build(

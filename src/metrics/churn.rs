@@ -142,6 +142,10 @@ pub struct Flip {
     pub predicted: Vec<Prediction>,
     /// How many distinct predictions (an unpredictable row counts as one).
     pub distinct_labels: usize,
+    /// The example's features as the models saw them, row-major, for image
+    /// datasets only, so reports can show the picture (see `Report::attach_pixels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<Vec<f32>>,
 }
 
 /// Every test example the models disagree on (or any model could not predict).
@@ -159,6 +163,7 @@ pub fn flips(models: &[Vec<Prediction>], labels: &[u16], ids: &[usize]) -> Vec<F
                 label: labels[position],
                 distinct_labels: distinct.len(),
                 predicted,
+                pixels: None,
             })
         })
         .collect()
@@ -264,14 +269,16 @@ mod tests {
                     id: 11,
                     label: 1,
                     predicted: vec![Some(1), Some(2), Some(3)],
-                    distinct_labels: 3
+                    distinct_labels: 3,
+                    pixels: None
                 },
                 Flip {
                     position: 3,
                     id: 13,
                     label: 3,
                     predicted: vec![Some(3), None, Some(3)],
-                    distinct_labels: 2
+                    distinct_labels: 2,
+                    pixels: None
                 },
             ]
         );

@@ -1,7 +1,7 @@
 //! Summary statistics across models.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -61,6 +61,31 @@ pub fn summarize(values: &[f64]) -> Summary {
     }
 }
 
+/// 95% interval for the standard deviation `std` of `n` values drawn from a
+/// normal distribution: std · √((n-1) / χ²(q, n-1)) for q = 0.975 and 0.025.
+/// It is wide for few models, which is the point: a gate on the spread of
+/// five accuracies should rarely be confident.
+pub fn std_interval(n: usize, std: f64) -> Interval {
+    let df = n.saturating_sub(1).max(1) as f64;
+    let scale = |q: f64| std * (df / chi_square_quantile(df, q)).sqrt();
+    Interval {
+        low: scale(0.975),
+        high: scale(0.025),
+    }
+}
+
+fn chi_square_quantile(df: f64, q: f64) -> f64 {
+    if df == 1.0 {
+        // statrs returns NaN here (two models, the smallest audit); with one
+        // degree of freedom χ² is a squared standard normal.
+        let z = Normal::standard().inverse_cdf((1.0 + q) / 2.0);
+        return z * z;
+    }
+    ChiSquared::new(df)
+        .expect("at least one degree of freedom is a valid chi-square")
+        .inverse_cdf(q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +114,24 @@ mod tests {
         // 0.1 summed 64 times is not 6.4 in floating point; the spread is still 0.
         let s = summarize(&[0.1; 64]);
         assert_eq!((s.mean, s.std), (0.1, 0.0));
+    }
+
+    #[test]
+    fn std_interval_from_chi_square_quantiles() {
+        // χ²(0.975, 2) = 7.377758908227871, χ²(0.025, 2) = 0.050635615968579795.
+        let interval = std_interval(3, 0.01);
+        assert!((interval.low - 0.01 * (2.0f64 / 7.377758908227871).sqrt()).abs() < 1e-9);
+        assert!((interval.high - 0.01 * (2.0f64 / 0.050635615968579795).sqrt()).abs() < 1e-9);
+        // One degree of freedom: χ²(0.975, 1) = 5.023886187314888, χ²(0.025, 1) = 0.000982069117215.
+        let two = std_interval(2, 0.01);
+        assert!((two.low - 0.01 * (1.0f64 / 5.023886187314888).sqrt()).abs() < 1e-9);
+        assert!((two.high - 0.01 * (1.0f64 / 0.000982069117215).sqrt()).abs() < 1e-6);
+        assert_eq!(
+            std_interval(5, 0.0),
+            Interval {
+                low: 0.0,
+                high: 0.0
+            }
+        );
     }
 }

@@ -3,13 +3,19 @@
 //! dashboard to recompute every churn figure from the JSON alone.
 
 pub mod audit;
+pub mod html;
+pub mod json;
+pub mod junit;
+pub mod markdown;
 pub mod table;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::data::preprocess::Preprocessing;
+use crate::data::Dataset;
 use crate::data::{Prepared, SplitUsed};
+use crate::gate::Verdicts;
 use crate::metrics::analysis::{
     Analysis, ModelOutcome, PairAgreement, Reproducibility, TestSet, Unstable, Variation,
 };
@@ -40,6 +46,9 @@ pub struct Report {
     pub variation: Variation,
     /// Every test example on which the models do not all agree.
     pub flips: Vec<Flip>,
+    /// The checks asked for and their verdicts; absent when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Verdicts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,10 +224,256 @@ impl Report {
             reproducibility,
             variation,
             flips,
+            gate: None,
         }
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a Report always serialises")
+    /// Gives each flipped example its picture when `test` is an image dataset.
+    /// Only flips carry pixels: they are what people look at, and the whole
+    /// test set would dwarf the rest of the report.
+    pub fn attach_pixels(&mut self, test: &Dataset) {
+        if test.image_shape.is_none() {
+            return;
+        }
+        let width = test.n_features;
+        for flip in &mut self.flips {
+            let start = flip.position * width;
+            flip.pixels = test.features.get(start..start + width).map(<[f32]>::to_vec);
+        }
+    }
+}
+
+// What the human-readable formats (table, Markdown) share: the same words
+// and figures, laid out differently by each writer.
+
+/// How many flipped examples the human-readable formats show; the JSON has them all.
+const FLIPS_SHOWN: usize = 15;
+
+fn percent(share: f64) -> String {
+    format!("{:.2}%", share * 100.0)
+}
+
+fn label(prediction: Prediction) -> String {
+    prediction.map_or_else(|| "NaN".to_owned(), |class| class.to_string())
+}
+
+/// One line naming the run: what was trained, on what, with what varied.
+fn headline(report: &Report) -> String {
+    let data = &report.dataset;
+    let varied: Vec<&str> = report.config.vary.iter().map(|s| s.name()).collect();
+    let varied = if varied.is_empty() {
+        "none".to_owned()
+    } else {
+        varied.join(", ")
+    };
+    format!(
+        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {} threads, config {}",
+        report.tool.version,
+        report.models.len(),
+        data.name,
+        data.n_train,
+        data.n_test,
+        report.execution.intra_op_threads,
+        report.config_sha256.get(..12).unwrap_or(&report.config_sha256),
+    )
+}
+
+fn summary_rows(report: &Report) -> Vec<[String; 2]> {
+    let (acc, churn, repro) = (&report.accuracy, &report.churn, &report.reproducibility);
+    vec![
+        [
+            "test accuracy".to_owned(),
+            format!(
+                "{} ± {} (95% CI {} – {}; min {}, max {})",
+                percent(acc.mean),
+                percent(acc.std),
+                percent(acc.ci95.low),
+                percent(acc.ci95.high),
+                percent(acc.min),
+                percent(acc.max)
+            ),
+        ],
+        [
+            "pairwise churn".to_owned(),
+            format!(
+                "mean {} (95% CI {} – {}; min {}, max {})",
+                percent(churn.mean),
+                percent(churn.ci95.low),
+                percent(churn.ci95.high),
+                percent(churn.min),
+                percent(churn.max)
+            ),
+        ],
+        [
+            "unstable examples".to_owned(),
+            format!(
+                "{} of {} ({})",
+                report.unstable.count,
+                report.dataset.n_test,
+                percent(report.unstable.share)
+            ),
+        ],
+        [
+            "bitwise reproducible".to_owned(),
+            if repro.bitwise_reproducible {
+                "yes".to_owned()
+            } else {
+                format!(
+                    "no: {} distinct weight hashes, {} distinct prediction hashes",
+                    repro.distinct_weight_hashes, repro.distinct_prediction_hashes
+                )
+            },
+        ],
+        [
+            "accuracy spread".to_owned(),
+            format!(
+                "std {} vs test-set sampling floor {}; churn / std = {}",
+                percent(acc.std),
+                percent(report.variation.accuracy_floor),
+                report
+                    .variation
+                    .churn_to_accuracy_std
+                    .map_or_else(|| "n/a (std 0)".to_owned(), |ratio| format!("{ratio:.1}"))
+            ),
+        ],
+        [
+            "near-ties".to_owned(),
+            format!(
+                "{} test examples with a top-2 margin below {:e} in some model",
+                report.variation.near_ties, report.variation.tie_epsilon
+            ),
+        ],
+    ]
+}
+
+const MODEL_HEADER: [&str; 8] = [
+    "model",
+    "init seed",
+    "data-order seed",
+    "dropout seed",
+    "accuracy",
+    "weights sha256",
+    "predictions sha256",
+    "seconds",
+];
+
+fn model_rows(report: &Report) -> Vec<[String; 8]> {
+    let short = |hash: &String| hash.get(..16).unwrap_or(hash).to_owned();
+    report
+        .models
+        .iter()
+        .map(|model| {
+            let accuracy = if model.unpredictable > 0 {
+                format!(
+                    "{} ({} NaN rows)",
+                    percent(model.accuracy),
+                    model.unpredictable
+                )
+            } else {
+                percent(model.accuracy)
+            };
+            [
+                model.index.to_string(),
+                format!("{:016x}", model.seeds.init),
+                format!("{:016x}", model.seeds.data_order),
+                format!("{:016x}", model.seeds.dropout),
+                accuracy,
+                short(&model.weights_sha256),
+                short(&model.predictions_sha256),
+                format!("{:.2}", model.train_seconds),
+            ]
+        })
+        .collect()
+}
+
+const FLIP_HEADER: [&str; 5] = [
+    "test #",
+    "id",
+    "label",
+    "predictions (model 0..)",
+    "distinct",
+];
+
+/// The first [`FLIPS_SHOWN`] flips, and a note on the rest if any.
+fn flip_rows(report: &Report) -> (Vec<[String; 5]>, Option<String>) {
+    let rows = report
+        .flips
+        .iter()
+        .take(FLIPS_SHOWN)
+        .map(|flip| {
+            [
+                flip.position.to_string(),
+                flip.id.to_string(),
+                flip.label.to_string(),
+                flip.predicted
+                    .iter()
+                    .map(|&p| label(p))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                flip.distinct_labels.to_string(),
+            ]
+        })
+        .collect();
+    let more = (report.flips.len() > FLIPS_SHOWN).then(|| {
+        format!(
+            "... and {} more unstable examples (all of them are in the JSON report)",
+            report.flips.len() - FLIPS_SHOWN
+        )
+    });
+    (rows, more)
+}
+
+const VERDICT_HEADER: [&str; 3] = ["check", "verdict", "detail"];
+
+/// The gate's bottom line, e.g. "gate: FAILED (1 of 3 checks failed; inconclusive counts as fail)".
+fn gate_line(verdicts: &Verdicts) -> String {
+    let failing = verdicts
+        .checks
+        .iter()
+        .filter(|v| v.counts_as_failure(verdicts.inconclusive))
+        .count();
+    let policy = match verdicts.inconclusive {
+        crate::gate::InconclusivePolicy::Pass => "pass",
+        crate::gate::InconclusivePolicy::Fail => "fail",
+    };
+    format!(
+        "gate: {} ({failing} of {} checks failed; inconclusive counts as {policy})",
+        if verdicts.passed { "PASSED" } else { "FAILED" },
+        verdicts.checks.len()
+    )
+}
+
+/// Escapes text for XML (JUnit) and HTML content and attribute values alike. Characters XML
+/// 1.0 forbids (most control characters) become U+FFFD, since no escape can
+/// carry them; line breaks become character references so attributes keep them.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xml_escape;
+
+    #[test]
+    fn escapes_markup_quotes_and_forbidden_characters() {
+        assert_eq!(
+            xml_escape("a<b & \"c\" 'd'>\n\u{1}é"),
+            "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;&#10;\u{FFFD}é"
+        );
     }
 }

@@ -1,0 +1,233 @@
+//! Where a finished report goes: stdout in the chosen format, and the files
+//! named by --json, --markdown, --junit, --html and --github-summary. Destinations are
+//! checked before any training, so a typo in a path never costs the run.
+
+use std::ffi::OsString;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Format, OutputArgs};
+use crate::error::{Error, Result};
+use crate::report::audit::AuditReport;
+use crate::report::{html, json, junit, markdown, table, Report};
+
+#[derive(Debug)]
+pub struct Outputs {
+    stdout: Format,
+    json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    html: Option<PathBuf>,
+    github_summary: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Checks every destination; `has_checks` says whether any check was asked
+    /// for, `step_summary` is $GITHUB_STEP_SUMMARY.
+    pub fn prepare(
+        args: &OutputArgs,
+        has_checks: bool,
+        step_summary: Option<OsString>,
+    ) -> Result<Self> {
+        let mut stdout = args.format;
+        let mut json = args.json.clone();
+        if json.as_deref() == Some(Path::new("-")) {
+            // `--json -` predates --format and keeps its promise that stdout
+            // carries nothing but the JSON.
+            stdout = Format::Json;
+            json = None;
+        }
+        if args.junit.is_some() && !has_checks {
+            return Err(Error::usage(
+                "--junit",
+                "JUnit XML holds one testcase per check, and no check was given",
+            ));
+        }
+        let github_summary =
+            if args.github_summary {
+                match step_summary.filter(|path| !path.is_empty()) {
+                    Some(path) => Some(PathBuf::from(path)),
+                    None => return Err(Error::usage(
+                        "--github-summary",
+                        "GITHUB_STEP_SUMMARY is not set (GitHub Actions sets it in every job step)",
+                    )),
+                }
+            } else {
+                None
+            };
+        for (flag, path) in [
+            ("--json", &json),
+            ("--markdown", &args.markdown),
+            ("--junit", &args.junit),
+            ("--html", &args.html),
+            ("--github-summary", &github_summary),
+        ] {
+            if let Some(path) = path {
+                check_directory(flag, path)?;
+            }
+        }
+        Ok(Outputs {
+            stdout,
+            json,
+            markdown: args.markdown.clone(),
+            junit: args.junit.clone(),
+            html: args.html.clone(),
+            github_summary,
+        })
+    }
+
+    /// The audit report renders as a table or JSON only, so far.
+    pub fn prepare_audit(args: &OutputArgs) -> Result<Self> {
+        let unsupported = [
+            ("--markdown", args.markdown.is_some()),
+            ("--html", args.html.is_some()),
+            ("--junit", args.junit.is_some()),
+            ("--github-summary", args.github_summary),
+            ("--format", args.format == Format::Markdown),
+        ];
+        if let Some((flag, _)) = unsupported.iter().find(|(_, given)| *given) {
+            return Err(Error::usage(*flag, "audit reports are written as a table or JSON only (--format table|json, --json PATH)"));
+        }
+        Self::prepare(args, false, None)
+    }
+
+    pub fn write_audit(&self, report: &AuditReport) -> Result<()> {
+        if let Some(path) = &self.json {
+            write_file(path, &report.to_json())?;
+        }
+        write_stdout(&match self.stdout {
+            Format::Json => report.to_json(),
+            Format::Table | Format::Markdown => report.render_table(),
+        })
+    }
+
+    pub fn json_on_stdout(&self) -> bool {
+        self.stdout == Format::Json
+    }
+
+    pub fn write(&self, report: &Report) -> Result<()> {
+        if let Some(path) = &self.json {
+            write_file(path, &json::render(report))?;
+        }
+        if let Some(path) = &self.markdown {
+            write_file(path, &markdown::render(report))?;
+        }
+        if let (Some(path), Some(verdicts)) = (&self.junit, &report.gate) {
+            write_file(path, &junit::render(report, verdicts))?;
+        }
+        if let Some(path) = &self.html {
+            write_file(path, &html::render(report))?;
+        }
+        if let Some(path) = &self.github_summary {
+            append_file(path, &markdown::render(report))?;
+        }
+        write_stdout(&match self.stdout {
+            Format::Table => table::render(report),
+            Format::Json => json::render(report),
+            Format::Markdown => markdown::render(report),
+        })
+    }
+}
+
+/// A reader that closed the pipe (`| head`) has what it wanted: not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(source) if source.kind() != ErrorKind::BrokenPipe => Err(Error::Output {
+            path: PathBuf::from("<stdout>"),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A regular file is replaced atomically (temp file, fsync, rename), so an
+/// earlier report survives any failure; through a symlink, the file it points
+/// to is replaced; a FIFO or device (/dev/stdout) is written in place.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    let failed = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    if is_special(path) {
+        return fs::write(path, text).map_err(failed);
+    }
+    let target = resolve_links(path);
+    let temporary = temporary_sibling(&target);
+    let written = fs::File::create(&temporary)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
+        .and_then(|()| fs::rename(&temporary, &target));
+    if let Err(source) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(failed(source));
+    }
+    Ok(())
+}
+
+/// An existing path that is not a regular file once links are followed.
+fn is_special(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| !meta.is_file())
+}
+
+fn resolve_links(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// The step summary collects every step's Markdown, so it is appended to.
+fn append_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .map_err(|source| Error::Output {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Refuses, before any training, a destination that cannot be written.
+fn check_directory(flag: &str, path: &Path) -> Result<()> {
+    let refuse = |message: String| Err(Error::usage(flag, message));
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !directory.is_dir() {
+        return refuse(format!("directory {} does not exist", directory.display()));
+    }
+    if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
+        return refuse(format!("{} is a directory", path.display()));
+    }
+    if is_special(path) {
+        // Written in place; opening a FIFO now would block.
+        return Ok(());
+    }
+    // The report is written next to its target and renamed over it, so that
+    // directory must accept a new file.
+    let target = resolve_links(path);
+    let probe = temporary_sibling(&target);
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) => {
+            let dir = target.parent().unwrap_or(Path::new("."));
+            refuse(format!("cannot write in {}: {err}", dir.display()))
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Progress on stderr while models train: a bar with an ETA where someone
+//! watches a terminal, one line per finished model where stderr is a log (CI),
+//! nothing with --quiet.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::report::ModelReport;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Silent,
+    /// One line per finished model.
+    Lines,
+    Bar,
+}
+
+impl Mode {
+    /// The bar only on a terminal and not while stdout carries JSON: that
+    /// stdout is read by a program, and whoever runs it wants a plain log.
+    pub fn choose(quiet: bool, stderr_is_terminal: bool, json_on_stdout: bool) -> Mode {
+        if quiet {
+            Mode::Silent
+        } else if stderr_is_terminal && !json_on_stdout {
+            Mode::Bar
+        } else {
+            Mode::Lines
+        }
+    }
+}
+
+pub struct Progress {
+    mode: Mode,
+    total: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(mode: Mode, total: usize) -> Self {
+        let bar = (mode == Mode::Bar).then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "training [{bar:25}] {pos}/{len} models, ETA {eta}, {msg}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress { mode, total, bar }
+    }
+
+    pub fn model_done(&self, model: &ModelReport) {
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => {
+                // Short enough for an 80-column terminal: a wrapped bar redraws badly.
+                bar.set_message(format!("last {:.2}%", model.accuracy * 100.0));
+                bar.inc(1);
+            }
+            (None, Mode::Lines) => eprintln!(
+                "model {}: accuracy {:.2}%, {:.2} s ({}/{} trained)",
+                model.index,
+                model.accuracy * 100.0,
+                model.train_seconds,
+                model.index + 1,
+                self.total,
+            ),
+            (None, _) => {}
+        }
+    }
+
+    /// Clears the bar, so the report starts on a clean line.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn the_bar_only_where_someone_watches() {
+        assert_eq!(Mode::choose(false, true, false), Mode::Bar);
+        assert_eq!(Mode::choose(false, false, false), Mode::Lines);
+        assert_eq!(Mode::choose(false, true, true), Mode::Lines);
+        assert_eq!(Mode::choose(true, true, false), Mode::Silent);
+        assert_eq!(Mode::choose(true, false, true), Mode::Silent);
+    }
+}

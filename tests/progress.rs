@@ -1,0 +1,42 @@
+//! Progress on stderr when it is not a terminal (as here and in CI): one line
+//! per finished model, none with --quiet, and never anything on stdout but
+//! the report.
+
+use assert_cmd::Command;
+
+fn stderr_of(extra: &[&str]) -> String {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args([
+            "run",
+            "--seeds",
+            "3",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--format",
+            "json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("stdout is only JSON");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn one_line_per_model_when_stderr_is_a_log() {
+    let stderr = stderr_of(&[]);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (k, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("model {k}: accuracy "))
+                && line.ends_with(&format!(" s ({}/3 trained)", k + 1)),
+            "{line}"
+        );
+    }
+    assert_eq!(stderr_of(&["--quiet"]), "");
+}

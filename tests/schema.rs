@@ -1,0 +1,168 @@
+//! docs/report.schema.json against the reports the tool really writes. Every
+//! object in the schema is closed, so a field added to the report without the
+//! schema, or one the schema requires and the report lost, fails here.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn schema() -> Value {
+    let text = std::fs::read_to_string(format!("{ROOT}/docs/report.schema.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn violations(report: &Value) -> Vec<String> {
+    let validator = jsonschema::validator_for(&schema()).expect("the schema compiles");
+    validator
+        .iter_errors(report)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect()
+}
+
+fn stdout_json(args: &[&str], code: i32) -> Value {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .current_dir(ROOT)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_schema_is_a_valid_draft_2020_12_schema() {
+    jsonschema::meta::validate(&schema()).unwrap();
+}
+
+/// Every object the schema describes lists all its properties as required
+/// (except the report's gate and a flip's pixels, both optional) and admits
+/// no others.
+#[test]
+fn every_object_in_the_schema_is_closed() {
+    fn walk(node: &Value, path: &str, objects: &mut usize) {
+        match node {
+            Value::Object(map) => {
+                if let Some(Value::Object(properties)) = map.get("properties") {
+                    *objects += 1;
+                    assert_eq!(
+                        map.get("additionalProperties"),
+                        Some(&Value::Bool(false)),
+                        "{path}"
+                    );
+                    let mut required: Vec<&str> = map["required"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.as_str().unwrap())
+                        .collect();
+                    match path {
+                        "" => required.push("gate"),
+                        "/properties/flips/items" => required.push("pixels"),
+                        _ => {}
+                    }
+                    required.sort_unstable();
+                    let mut names: Vec<&str> = properties.keys().map(String::as_str).collect();
+                    names.sort_unstable();
+                    assert_eq!(required, names, "{path}");
+                }
+                for (key, child) in map {
+                    walk(child, &format!("{path}/{key}"), objects);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, path, objects)),
+            _ => {}
+        }
+    }
+    let mut objects = 0;
+    walk(&schema(), "", &mut objects);
+    // report, tool, config (+data, split, model, train), execution, dataset,
+    // model (+seeds), accuracy, churn, unstable, reproducibility, flip, gate
+    // (+check), interval: 19; the data source's five formats, the two
+    // mitigations, the dataset's two kinds of split and its preprocessing,
+    // pair, variation and its decomposition: 13 more.
+    assert_eq!(objects, 32);
+}
+
+#[test]
+fn reports_written_by_run_and_gate_match_the_schema() {
+    let run = stdout_json(
+        &[
+            "run",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--max-churn",
+            "0.9",
+            "--max-acc-std",
+            "0.5",
+            "--min-acc",
+            "0.01",
+            "--require-reproducible",
+            "--inconclusive",
+            "pass",
+            "--json",
+            "-",
+        ],
+        1,
+    );
+    assert_eq!(run["gate"]["checks"].as_array().unwrap().len(), 4);
+    assert_eq!(violations(&run), Vec::<String>::new());
+
+    let gated = stdout_json(
+        &[
+            "gate",
+            "fixtures/reports/current.json",
+            "--baseline",
+            "fixtures/reports/baseline.json",
+            "--max-churn-increase",
+            "0.02",
+            "--format",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(gated["gate"]["passed"], true);
+    assert_eq!(violations(&gated), Vec::<String>::new());
+
+    for fixture in ["current", "baseline", "other-test-set"] {
+        let text =
+            std::fs::read_to_string(format!("{ROOT}/fixtures/reports/{fixture}.json")).unwrap();
+        let report: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(violations(&report), Vec::<String>::new(), "{fixture}");
+    }
+}
+
+#[test]
+fn an_unknown_or_missing_field_breaks_the_schema() {
+    let text = std::fs::read_to_string(format!("{ROOT}/fixtures/reports/current.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+
+    let mut added = report.clone();
+    added["models"][1]["learning_rate"] = 0.1.into();
+    assert_eq!(
+        violations(&added),
+        ["Additional properties are not allowed ('learning_rate' was unexpected) at /models/1"]
+    );
+
+    let mut lost = report.clone();
+    lost["churn"].as_object_mut().unwrap().remove("ci95");
+    assert_eq!(
+        violations(&lost),
+        ["\"ci95\" is a required property at /churn"]
+    );
+
+    let mut newer = report;
+    newer["schema_version"] = 2.into();
+    assert_eq!(violations(&newer), ["1 was expected at /schema_version"]);
+}
