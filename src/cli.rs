@@ -189,6 +189,11 @@ pub struct AuditArgs {
     /// [default: 1 and all cores].
     #[arg(long, value_name = "N,N", value_delimiter = ',', value_parser = whole::<1, MAX_THREADS>)]
     pub thread_counts: Option<Vec<usize>>,
+
+    /// On an audit, --require-reproducible judges the control group and the
+    /// other checks the `all` group.
+    #[command(flatten)]
+    pub checks: GateArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::GateArgs;
 use crate::error::{Error, Result};
+use crate::metrics::analysis::Reproducibility;
+use crate::metrics::churn::ChurnSummary;
+use crate::metrics::stats::Summary;
 use crate::metrics::stats::{std_interval, Interval};
+use crate::report::audit::AuditReport;
 use crate::report::Report;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,11 +133,53 @@ pub struct Baseline {
     pub report: Report,
 }
 
+/// The figures the checks judge, wherever they come from.
+pub struct Judged<'a> {
+    pub accuracy: &'a Summary,
+    pub churn: &'a ChurnSummary,
+    /// Whether nothing-varied models were bitwise identical, and over how many.
+    pub reproducibility: &'a Reproducibility,
+    pub reproducibility_models: usize,
+    pub test_sha256: &'a str,
+}
+
+impl<'a> From<&'a Report> for Judged<'a> {
+    fn from(report: &'a Report) -> Self {
+        Judged {
+            accuracy: &report.accuracy,
+            churn: &report.churn,
+            reproducibility: &report.reproducibility,
+            reproducibility_models: report.models.len(),
+            test_sha256: &report.dataset.test_sha256,
+        }
+    }
+}
+
+impl<'a> Judged<'a> {
+    /// An audit is judged on the churn users see, its `all` group, and on the
+    /// reproducibility of its control group; `None` if either is missing.
+    pub fn audit(report: &'a AuditReport) -> Option<Self> {
+        let analysis = |source: &str| {
+            let group = report.groups.iter().find(|group| group.source == source)?;
+            Some((group.analysis.as_ref()?, group.members.len()))
+        };
+        let (all, _) = analysis("all")?;
+        let (control, control_models) = analysis("control")?;
+        Some(Judged {
+            accuracy: &all.accuracy,
+            churn: &all.churn,
+            reproducibility: &control.reproducibility,
+            reproducibility_models: control_models,
+            test_sha256: &report.dataset.test_sha256,
+        })
+    }
+}
+
 /// Judges `report` by every check in `args`; `None` when none was asked for.
 /// Fails only when the baseline was measured on another test set, since churn
 /// on different examples does not compare.
 pub fn evaluate(
-    report: &Report,
+    report: Judged,
     args: &GateArgs,
     baseline: Option<&Baseline>,
 ) -> Result<Option<Verdicts>> {
@@ -175,10 +221,10 @@ pub fn evaluate(
         ));
     }
     if args.require_reproducible {
-        checks.push(reproducibility(report));
+        checks.push(reproducibility(&report));
     }
     if let (Some(limit), Some(baseline)) = (args.max_churn_increase, baseline) {
-        checks.push(churn_increase(report, baseline, limit)?);
+        checks.push(churn_increase(&report, baseline, limit)?);
     }
     if checks.is_empty() {
         return Ok(None);
@@ -249,14 +295,14 @@ fn judge(
     }
 }
 
-fn reproducibility(report: &Report) -> Verdict {
-    let repro = &report.reproducibility;
+fn reproducibility(report: &Judged) -> Verdict {
+    let repro = report.reproducibility;
     let (outcome, message) = if repro.bitwise_reproducible {
         (
             Outcome::Pass,
             format!(
                 "all {} models have bitwise identical weights and test logits",
-                report.models.len()
+                report.reproducibility_models
             ),
         )
     } else {
@@ -266,7 +312,7 @@ fn reproducibility(report: &Report) -> Verdict {
                 "not bitwise reproducible: {} distinct weight hashes and {} distinct prediction hashes over {} models",
                 repro.distinct_weight_hashes,
                 repro.distinct_prediction_hashes,
-                report.models.len()
+                report.reproducibility_models
             ),
         )
     };
@@ -284,12 +330,9 @@ fn reproducibility(report: &Report) -> Verdict {
 /// two bootstrap intervals by MOVER (Zou & Donner 2008), which treats the runs
 /// as independent; runs sharing seeds are positively correlated, for which it
 /// is conservative (too wide, so inconclusive rather than wrongly decided).
-fn churn_increase(report: &Report, baseline: &Baseline, limit: f64) -> Result<Verdict> {
-    let (now, then) = (&report.churn, &baseline.report.churn);
-    let (now_sha, then_sha) = (
-        &report.dataset.test_sha256,
-        &baseline.report.dataset.test_sha256,
-    );
+fn churn_increase(report: &Judged, baseline: &Baseline, limit: f64) -> Result<Verdict> {
+    let (now, then) = (report.churn, &baseline.report.churn);
+    let (now_sha, then_sha) = (report.test_sha256, &baseline.report.dataset.test_sha256);
     if now_sha != then_sha {
         return Err(Error::usage(
             "--baseline",

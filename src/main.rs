@@ -9,7 +9,7 @@ use churn_audit::cli::{
     AuditArgs, Cli, Command, CommonArgs, GateArgs, GateCommandArgs, OutputArgs, RunArgs,
 };
 use churn_audit::config::{AuditConfig, RunConfig};
-use churn_audit::gate::{self, Baseline};
+use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
 use churn_audit::progress::{Mode, Progress};
 use churn_audit::report::{json, Report};
@@ -88,9 +88,11 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     finish(report?, &args.checks, baseline.as_ref(), &outputs)
 }
 
-/// Trains the audit's groups and reports them; red flags do not change the exit code.
+/// Trains the audit's groups, reports and gates them; red flags alone do not
+/// change the exit code.
 fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let outputs = Outputs::prepare_audit(&args.common.output)?;
+    let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args);
     let progress = progress(
         &args.common,
@@ -99,8 +101,12 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     );
     let report = pipeline::audit(config, &mut |model| progress.model_done(model));
     progress.finish();
-    outputs.write_audit(&report?)?;
-    Ok(true)
+    let mut report = report?;
+    if let Some(judged) = Judged::audit(&report) {
+        report.gate = gate::evaluate(judged, &args.checks, baseline.as_ref())?;
+    }
+    outputs.write_audit(&report)?;
+    Ok(verdict(report.gate.as_ref()))
 }
 
 fn progress(args: &CommonArgs, outputs: &Outputs, total: usize) -> Progress {
@@ -154,13 +160,18 @@ fn finish(
     baseline: Option<&Baseline>,
     outputs: &Outputs,
 ) -> Result<bool, Error> {
-    report.gate = gate::evaluate(&report, checks, baseline)?;
+    report.gate = gate::evaluate((&report).into(), checks, baseline)?;
     outputs.write(&report)?;
-    let Some(verdicts) = &report.gate else {
-        return Ok(true);
+    Ok(verdict(report.gate.as_ref()))
+}
+
+/// Names each check that did not pass on stderr; whether all passed.
+fn verdict(verdicts: Option<&Verdicts>) -> bool {
+    let Some(verdicts) = verdicts else {
+        return true;
     };
     for line in verdicts.problems() {
         eprintln!("{line}");
     }
-    Ok(verdicts.passed)
+    verdicts.passed
 }

@@ -180,3 +180,52 @@ fn audit_statistics_are_consistent_with_the_models() {
     assert!(floor > 0.0 && floor < 0.05, "{floor}");
     assert_eq!(variation["tie_epsilon"], 1e-6);
 }
+
+#[test]
+fn audit_gates_the_all_group_and_the_control_group() {
+    let run = |checks: &[&str]| {
+        Command::cargo_bin("churn-audit")
+            .unwrap()
+            .args([
+                "audit",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+                "-",
+            ])
+            .args(checks)
+            .output()
+            .unwrap()
+    };
+    let passing = run(&["--require-reproducible", "--max-churn", "0.9"]);
+    assert_eq!(
+        passing.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&passing.stderr)
+    );
+    let report: Value = serde_json::from_slice(&passing.stdout).unwrap();
+    assert_eq!(report["gate"]["passed"], true);
+    let checks = report["gate"]["checks"].as_array().unwrap();
+    // --max-churn judged the `all` group's mean churn and its interval.
+    let all = &group(&report, "all")["analysis"]["churn"];
+    assert_eq!(checks[0]["measured"], all["mean"]);
+    assert_eq!(checks[0]["ci95"], all["ci95"]);
+    assert_eq!(
+        checks[1]["message"],
+        "all 2 models have bitwise identical weights and test logits"
+    );
+
+    let failing = run(&["--max-churn", "0.0001"]);
+    assert_eq!(failing.status.code(), Some(1));
+    let stderr = String::from_utf8(failing.stderr).unwrap();
+    assert!(
+        stderr.starts_with("check failed: --max-churn 0.0001: mean pairwise churn "),
+        "{stderr}"
+    );
+}

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DatasetInfo, Execution, ModelReport, ToolInfo, SCHEMA_VERSION};
 use crate::config::AuditConfig;
+use crate::gate::{Outcome, Verdicts};
 use crate::metrics::analysis::Analysis;
 
 /// Groups in which some seed is varied: identical models there mean the seed
@@ -27,6 +28,9 @@ pub struct AuditReport {
     pub reused_models: usize,
     /// Findings that mean the audit itself, or the pipeline, needs a look.
     pub red_flags: Vec<String>,
+    /// The checks asked for and their verdicts; absent when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Verdicts>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +114,7 @@ impl AuditReport {
             red_flags: red_flags(&groups),
             groups,
             reused_models,
+            gate: None,
         }
     }
 
@@ -174,6 +179,17 @@ impl AuditReport {
             self.reused_models,
             &self.config_sha256[..12],
         );
+        if let Some(verdicts) = &self.gate {
+            out += &format!("{}\n", super::gate_line(verdicts));
+            for check in &verdicts.checks {
+                let outcome = match check.outcome {
+                    Outcome::Pass => "pass",
+                    Outcome::Fail => "FAIL",
+                    Outcome::Inconclusive => "inconclusive",
+                };
+                out += &format!("  {outcome}: {}: {}\n", check.invocation(), check.message);
+            }
+        }
         if self.red_flags.is_empty() {
             out += "red flags: none (control group bitwise identical; every varied seed changed the models)\n";
         } else {
