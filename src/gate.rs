@@ -146,9 +146,9 @@ pub struct Judged<'a> {
 impl<'a> From<&'a Report> for Judged<'a> {
     fn from(report: &'a Report) -> Self {
         Judged {
-            accuracy: &report.accuracy,
-            churn: &report.churn,
-            reproducibility: &report.reproducibility,
+            accuracy: &report.analysis.accuracy,
+            churn: &report.analysis.churn,
+            reproducibility: &report.analysis.reproducibility,
             reproducibility_models: report.models.len(),
             test_sha256: &report.dataset.test_sha256,
         }
@@ -331,7 +331,7 @@ fn reproducibility(report: &Judged) -> Verdict {
 /// as independent; runs sharing seeds are positively correlated, for which it
 /// is conservative (too wide, so inconclusive rather than wrongly decided).
 fn churn_increase(report: &Judged, baseline: &Baseline, limit: f64) -> Result<Verdict> {
-    let (now, then) = (report.churn, &baseline.report.churn);
+    let (now, then) = (report.churn, &baseline.report.analysis.churn);
     let (now_sha, then_sha) = (report.test_sha256, &baseline.report.dataset.test_sha256);
     if now_sha != then_sha {
         return Err(Error::usage(

@@ -97,10 +97,10 @@ fn table_row(row: &[String]) -> String {
 fn heatmap(report: &Report) -> String {
     const CELL: usize = 44;
     const MARGIN: usize = 24;
-    let matrix = &report.churn.matrix;
+    let matrix = &report.analysis.churn.matrix;
     let n = matrix.len();
     let size = MARGIN + n * CELL;
-    let max = report.churn.max.max(f64::MIN_POSITIVE);
+    let max = report.analysis.churn.max.max(f64::MIN_POSITIVE);
     let mut svg = format!(
         "<svg class=\"heatmap\" width=\"{size}\" height=\"{size}\" viewBox=\"0 0 {size} {size}\" role=\"img\" aria-label=\"pairwise churn heatmap\">\n"
     );
@@ -148,7 +148,7 @@ fn short_percent(share: f64) -> String {
 fn strip_plot(report: &Report) -> String {
     const WIDTH: f64 = 640.0;
     const PAD: f64 = 40.0;
-    let acc = &report.accuracy;
+    let acc = &report.analysis.accuracy;
     let low = acc.min.min(acc.ci95.low);
     let high = acc.max.max(acc.ci95.high);
     let span = (high - low).max(1e-4);
@@ -195,15 +195,15 @@ fn strip_plot(report: &Report) -> String {
 }
 
 fn gallery(report: &Report) -> String {
-    if report.flips.is_empty() {
+    if report.analysis.flips.is_empty() {
         return "<h2>Unstable examples</h2>\n<p>None: every model predicts the same label on every test example.</p>\n".to_owned();
     }
-    let shown = report.flips.len().min(GALLERY_SHOWN);
+    let shown = report.analysis.flips.len().min(GALLERY_SHOWN);
     let mut out = format!(
         "<h2>Unstable examples ({shown} of {})</h2>\n<div class=\"gallery\">\n",
-        report.flips.len()
+        report.analysis.flips.len()
     );
-    for flip in report.flips.iter().take(GALLERY_SHOWN) {
+    for flip in report.analysis.flips.iter().take(GALLERY_SHOWN) {
         out += &card(flip, report.dataset.image_shape);
     }
     out += "</div>\n";

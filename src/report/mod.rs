@@ -16,11 +16,7 @@ use crate::data::preprocess::Preprocessing;
 use crate::data::Dataset;
 use crate::data::{Prepared, SplitUsed};
 use crate::gate::Verdicts;
-use crate::metrics::analysis::{
-    Analysis, ModelOutcome, PairAgreement, Reproducibility, TestSet, Unstable, Variation,
-};
-use crate::metrics::churn::{ChurnSummary, Flip};
-use crate::metrics::stats::Summary;
+use crate::metrics::analysis::{Analysis, ModelOutcome, TestSet};
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
 use crate::randomness::ModelSeeds;
 use crate::train::{ModelSpec, TrainedModel};
@@ -38,14 +34,11 @@ pub struct Report {
     pub execution: Execution,
     pub dataset: DatasetInfo,
     pub models: Vec<ModelReport>,
-    pub accuracy: Summary,
-    pub churn: ChurnSummary,
-    pub pairs: Vec<PairAgreement>,
-    pub unstable: Unstable,
-    pub reproducibility: Reproducibility,
-    pub variation: Variation,
-    /// Every test example on which the models do not all agree.
-    pub flips: Vec<Flip>,
+    /// Every figure over the models; flattened, so the JSON keeps `accuracy`,
+    /// `churn`, `pairs`, `unstable`, `reproducibility`, `variation` and `flips`
+    /// at the top level.
+    #[serde(flatten)]
+    pub analysis: Analysis,
     /// The checks asked for and their verdicts; absent when none were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Verdicts>,
@@ -200,15 +193,6 @@ impl Report {
         models: Vec<ModelReport>,
         analysis: Analysis,
     ) -> Self {
-        let Analysis {
-            accuracy,
-            churn,
-            pairs,
-            unstable,
-            reproducibility,
-            variation,
-            flips,
-        } = analysis;
         Report {
             schema_version: SCHEMA_VERSION,
             tool: ToolInfo::current(),
@@ -217,13 +201,7 @@ impl Report {
             execution,
             dataset,
             models,
-            accuracy,
-            churn,
-            pairs,
-            unstable,
-            reproducibility,
-            variation,
-            flips,
+            analysis,
             gate: None,
         }
     }
@@ -236,7 +214,7 @@ impl Report {
             return;
         }
         let width = test.n_features;
-        for flip in &mut self.flips {
+        for flip in &mut self.analysis.flips {
             let start = flip.position * width;
             flip.pixels = test.features.get(start..start + width).map(<[f32]>::to_vec);
         }
@@ -279,7 +257,11 @@ fn headline(report: &Report) -> String {
 }
 
 fn summary_rows(report: &Report) -> Vec<[String; 2]> {
-    let (acc, churn, repro) = (&report.accuracy, &report.churn, &report.reproducibility);
+    let (acc, churn, repro) = (
+        &report.analysis.accuracy,
+        &report.analysis.churn,
+        &report.analysis.reproducibility,
+    );
     vec![
         [
             "test accuracy".to_owned(),
@@ -308,9 +290,9 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
             "unstable examples".to_owned(),
             format!(
                 "{} of {} ({})",
-                report.unstable.count,
+                report.analysis.unstable.count,
                 report.dataset.n_test,
-                percent(report.unstable.share)
+                percent(report.analysis.unstable.share)
             ),
         ],
         [
@@ -329,8 +311,9 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
             format!(
                 "std {} vs test-set sampling floor {}; churn / std = {}",
                 percent(acc.std),
-                percent(report.variation.accuracy_floor),
+                percent(report.analysis.variation.accuracy_floor),
                 report
+                    .analysis
                     .variation
                     .churn_to_accuracy_std
                     .map_or_else(|| "n/a (std 0)".to_owned(), |ratio| format!("{ratio:.1}"))
@@ -340,7 +323,7 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
             "near-ties".to_owned(),
             format!(
                 "{} test examples with a top-2 margin below {:e} in some model",
-                report.variation.near_ties, report.variation.tie_epsilon
+                report.analysis.variation.near_ties, report.analysis.variation.tie_epsilon
             ),
         ],
     ]
@@ -397,6 +380,7 @@ const FLIP_HEADER: [&str; 5] = [
 /// The first [`FLIPS_SHOWN`] flips, and a note on the rest if any.
 fn flip_rows(report: &Report) -> (Vec<[String; 5]>, Option<String>) {
     let rows = report
+        .analysis
         .flips
         .iter()
         .take(FLIPS_SHOWN)
@@ -414,10 +398,10 @@ fn flip_rows(report: &Report) -> (Vec<[String; 5]>, Option<String>) {
             ]
         })
         .collect();
-    let more = (report.flips.len() > FLIPS_SHOWN).then(|| {
+    let more = (report.analysis.flips.len() > FLIPS_SHOWN).then(|| {
         format!(
             "... and {} more unstable examples (all of them are in the JSON report)",
-            report.flips.len() - FLIPS_SHOWN
+            report.analysis.flips.len() - FLIPS_SHOWN
         )
     });
     (rows, more)

@@ -40,7 +40,7 @@ pub fn render(report: &Report) -> String {
     let n = report.models.len();
     let mut matrix =
         table(std::iter::once("churn".to_owned()).chain((0..n).map(|j| j.to_string())));
-    for (i, row) in report.churn.matrix.iter().enumerate() {
+    for (i, row) in report.analysis.churn.matrix.iter().enumerate() {
         matrix.add_row(
             std::iter::once(Cell::new(i)).chain(row.iter().enumerate().map(|(j, &value)| {
                 Cell::new(if i == j {
