@@ -41,7 +41,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Audit(AuditArgs),
     /// Judge an existing JSON report by the given checks (exit 1 when one fails).
-    #[command(after_help = EXIT_CODES, args_override_self = true)]
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Gate(GateCommandArgs),
 }
 

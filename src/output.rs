@@ -32,6 +32,12 @@ impl Outputs {
     ) -> Result<Self> {
         let mut stdout = args.format;
         let mut json = args.json.clone();
+        if json.as_deref() == Some(Path::new("-")) && args.format != Format::Table {
+            return Err(Error::usage(
+                "--format",
+                "stdout carries the JSON report (--json -); drop --format or write the JSON to a file",
+            ));
+        }
         if json.as_deref() == Some(Path::new("-")) {
             // `--json -` predates --format and keeps its promise that stdout
             // carries nothing but the JSON.
@@ -56,6 +62,7 @@ impl Outputs {
             } else {
                 None
             };
+        let mut seen: Vec<(&str, &PathBuf)> = Vec::new();
         for (flag, path) in [
             ("--json", &json),
             ("--markdown", &args.markdown),
@@ -64,7 +71,17 @@ impl Outputs {
             ("--github-summary", &github_summary),
         ] {
             if let Some(path) = path {
+                if let Some((other, _)) = seen.iter().find(|(_, earlier)| *earlier == path) {
+                    return Err(Error::usage(
+                        flag,
+                        format!(
+                            "{} is also the {other} output; each output needs its own file",
+                            path.display()
+                        ),
+                    ));
+                }
                 check_directory(flag, path)?;
+                seen.push((flag, path));
             }
         }
         Ok(Outputs {
@@ -77,17 +94,16 @@ impl Outputs {
         })
     }
 
-    /// The audit report renders as a table or JSON only, so far.
+    /// The audit report renders as a table, JSON or HTML, so far.
     pub fn prepare_audit(args: &OutputArgs) -> Result<Self> {
         let unsupported = [
             ("--markdown", args.markdown.is_some()),
-            ("--html", args.html.is_some()),
             ("--junit", args.junit.is_some()),
             ("--github-summary", args.github_summary),
             ("--format", args.format == Format::Markdown),
         ];
         if let Some((flag, _)) = unsupported.iter().find(|(_, given)| *given) {
-            return Err(Error::usage(*flag, "audit reports are written as a table or JSON only (--format table|json, --json PATH)"));
+            return Err(Error::usage(*flag, "audit reports are written as a table, JSON or HTML only (--format table|json, --json PATH, --html PATH)"));
         }
         Self::prepare(args, false, None)
     }
@@ -95,6 +111,9 @@ impl Outputs {
     pub fn write_audit(&self, report: &AuditReport) -> Result<()> {
         if let Some(path) = &self.json {
             write_file(path, &report.to_json())?;
+        }
+        if let Some((path, page)) = self.html.as_ref().zip(html::render_audit(report)) {
+            write_file(path, &page)?;
         }
         write_stdout(&match self.stdout {
             Format::Json => report.to_json(),

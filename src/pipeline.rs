@@ -10,7 +10,7 @@ use crate::metrics::analysis::{analyze, Analysis};
 use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
-use crate::report::{DatasetInfo, Execution, ModelReport, Report};
+use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
 use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
@@ -235,7 +235,11 @@ pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Res
                     .iter()
                     .map(|spec| session.obtain(spec, on_model))
                     .collect::<Result<Vec<_>>>()?;
-                let analysis = session.analyze(&members);
+                let mut analysis = session.analyze(&members);
+                // The group the HTML page shows; pictures elsewhere would only bloat the JSON.
+                if planned.source == "all" {
+                    report::attach_pixels(&mut analysis.flips, &session.test);
+                }
                 GroupReport::measured(planned.source, members, analysis)
             }
             Err(reason) => GroupReport::not_applicable(planned.source, reason),

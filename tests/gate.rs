@@ -422,3 +422,61 @@ fn junit_messages_survive_markup_in_paths() {
         ))
     );
 }
+
+#[test]
+fn reports_that_contradict_themselves_or_are_audits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let edited = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut report: Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(CURRENT)).unwrap())
+                .unwrap();
+        edit(&mut report);
+        let path = dir.path().join(name);
+        std::fs::write(&path, report.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let churn = edited("churn.json", &|r| r["churn"]["mean"] = 5.0.into());
+    refused(
+        &["gate", &churn, "--max-churn", "0.5"],
+        &format!("error: {churn}: inconsistent report: churn.mean is 5, outside [0, 1]"),
+    );
+    let inverted = edited("inverted.json", &|r| {
+        r["churn"]["ci95"] = serde_json::json!({"low": 0.2, "high": 0.01})
+    });
+    refused(
+        &["gate", &inverted, "--max-churn", "0.5"],
+        &format!("error: {inverted}: inconsistent report: churn.ci95 [0.2, 0.01] does not contain its mean 0.03"),
+    );
+    let empty = edited("empty.json", &|r| r["models"] = serde_json::json!([]));
+    refused(&["gate", &empty, "--min-acc", "0.5"], &format!("error: {empty}: inconsistent report: 0 models, but accuracy is over 3; a report needs at least 2"));
+    let audit = edited("audit.json", &|r| r["groups"] = serde_json::json!([]));
+    refused(
+        &["gate", &audit, "--max-churn", "0.5"],
+        &format!("error: {audit}: is an audit report; gate and --baseline read run reports (give the checks to `audit` itself)"),
+    );
+}
+
+#[test]
+fn outputs_need_their_own_files_and_stdout_one_format() {
+    refused(
+        &[
+            "gate",
+            CURRENT,
+            "--max-churn",
+            "0.5",
+            "--json",
+            "same.out",
+            "--markdown",
+            "same.out",
+        ],
+        "error: --markdown: same.out is also the --json output; each output needs its own file",
+    );
+    refused(
+        &["gate", CURRENT, "--max-churn", "0.5", "--json", "-", "--format", "markdown"],
+        "error: --format: stdout carries the JSON report (--json -); drop --format or write the JSON to a file",
+    );
+    refused(
+        &["gate", CURRENT, "--max-churn", "-0.1"],
+        "error: invalid value '-0.1' for '--max-churn <X>': must be a fraction in [0, 1] (0.02 means 2%), got -0.1",
+    );
+}

@@ -4,13 +4,25 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde::{Deserialize, Serialize};
 
-use super::{DatasetInfo, Execution, ModelReport, ToolInfo, SCHEMA_VERSION};
+use super::{DatasetInfo, Execution, ModelReport, Report, ToolInfo, SCHEMA_VERSION};
 use crate::config::AuditConfig;
-use crate::gate::{Outcome, Verdicts};
+use crate::gate::Verdicts;
 use crate::metrics::analysis::Analysis;
+use crate::randomness::Source;
 
 /// Groups in which some seed is varied: identical models there mean the seed
 /// did not reach the model.
+pub const ATTRIBUTION_HEADER: [&str; 8] = [
+    "source",
+    "N",
+    "churn mean [95% CI]",
+    "churn range",
+    "accuracy mean ± std",
+    "unstable",
+    "distinct weights",
+    "bitwise reproducible",
+];
+
 const SEEDED_GROUPS: [&str; 5] = ["init", "data-order", "dropout", "data-refresh", "all"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,23 +134,13 @@ impl AuditReport {
         serde_json::to_string_pretty(self).expect("an AuditReport always serialises")
     }
 
-    /// The attribution table.
-    pub fn render_table(&self) -> String {
+    /// One row per group: the attribution table, for every format.
+    pub fn attribution_rows(&self) -> Vec<Vec<String>> {
         let percent = |share: f64| format!("{:.2}%", share * 100.0);
-        let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-            "source",
-            "N",
-            "churn mean [95% CI]",
-            "churn range",
-            "accuracy mean ± std",
-            "unstable",
-            "distinct weights",
-            "bitwise reproducible",
-        ]);
-        for group in &self.groups {
-            match (&group.analysis, &group.not_applicable) {
-                (Some(a), _) => table.add_row(vec![
+        self.groups
+            .iter()
+            .map(|group| match (&group.analysis, &group.not_applicable) {
+                (Some(a), _) => vec![
                     group.source.clone(),
                     group.members.len().to_string(),
                     format!(
@@ -157,16 +159,50 @@ impl AuditReport {
                         "no"
                     }
                     .to_owned(),
-                ]),
-                (None, reason) => table.add_row(vec![
+                ],
+                (None, reason) => vec![
                     group.source.clone(),
                     "-".into(),
                     format!(
                         "not applicable: {}",
                         reason.as_deref().unwrap_or("not measured")
                     ),
-                ]),
-            };
+                ],
+            })
+            .collect()
+    }
+
+    /// The `all` group (every seed varied) as a run report, so every run
+    /// format can show it; `None` if the group was not measured.
+    pub fn all_group_report(&self) -> Option<Report> {
+        let group = self.groups.iter().find(|group| group.source == "all")?;
+        let analysis = group.analysis.clone()?;
+        let mut config = self.config.control.clone();
+        config.vary = Source::ALL.into_iter().collect();
+        let models = group
+            .members
+            .iter()
+            .map(|&i| self.models[i].clone())
+            .collect();
+        let mut report = Report::build(
+            config,
+            self.execution.clone(),
+            self.dataset.clone(),
+            models,
+            analysis,
+        );
+        report.gate = self.gate.clone();
+        Some(report)
+    }
+
+    /// The attribution table.
+    pub fn render_table(&self) -> String {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_header(ATTRIBUTION_HEADER);
+        for row in self.attribution_rows() {
+            table.add_row(row);
         }
         let mut out = format!(
             "churn-audit {} audit: {} models per group on {} ({} train / {} test), {} distinct models trained, {} reused, config {}\n{table}\n",
@@ -182,12 +218,12 @@ impl AuditReport {
         if let Some(verdicts) = &self.gate {
             out += &format!("{}\n", super::gate_line(verdicts));
             for check in &verdicts.checks {
-                let outcome = match check.outcome {
-                    Outcome::Pass => "pass",
-                    Outcome::Fail => "FAIL",
-                    Outcome::Inconclusive => "inconclusive",
-                };
-                out += &format!("  {outcome}: {}: {}\n", check.invocation(), check.message);
+                out += &format!(
+                    "  {}: {}: {}\n",
+                    check.outcome.name(),
+                    check.invocation(),
+                    check.message
+                );
             }
         }
         if self.red_flags.is_empty() {

@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use super::audit::{AuditReport, ATTRIBUTION_HEADER};
 use super::{
     flip_rows, gate_line, headline, label, model_rows, percent, summary_rows, xml_escape as escape,
     Report, FLIP_HEADER, MODEL_HEADER, VERDICT_HEADER,
@@ -32,6 +33,30 @@ svg text { font: 11px system-ui, sans-serif; }
 ";
 
 pub fn render(report: &Report) -> String {
+    page(report, None)
+}
+
+/// An audit's page: its attribution table, then its `all` group (every seed
+/// varied) shown as a run; `None` when that group was not measured.
+pub fn render_audit(audit: &AuditReport) -> Option<String> {
+    let mut table =
+        "<h2>Where the churn comes from</h2>\n".to_owned() + &table_head(&ATTRIBUTION_HEADER);
+    for row in audit.attribution_rows() {
+        let _ = write!(table, "<tr class=\"attribution\">");
+        for cell in row {
+            let _ = write!(table, "<td>{}</td>", escape(&cell));
+        }
+        table += "</tr>\n";
+    }
+    table += "</table>\n";
+    for flag in &audit.red_flags {
+        let _ = writeln!(table, "<p class=\"fail\">Red flag: {}</p>", escape(flag));
+    }
+    table += "<h2>All seeds varied</h2>\n";
+    Some(page(&audit.all_group_report()?, Some(&table)))
+}
+
+fn page(report: &Report, attribution: Option<&str>) -> String {
     let title = escape(&headline(report));
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
@@ -55,6 +80,7 @@ pub fn render(report: &Report) -> String {
         }
         out += "</table>\n";
     }
+    out += attribution.unwrap_or_default();
     out += &table_head(&["metric", "value"]);
     for row in summary_rows(report) {
         out += &table_row(&row);

@@ -24,15 +24,62 @@ pub fn load(path: &Path) -> Result<Report> {
     #[derive(Deserialize)]
     struct Version {
         schema_version: u32,
+        /// Only audit reports have groups.
+        groups: Option<serde::de::IgnoredAny>,
     }
     let version: Version = serde_json::from_str(&text)
         .map_err(|err| failed(format!("not a churn-audit JSON report: {err}")))?;
+    if version.groups.is_some() {
+        return Err(failed(
+            "is an audit report; gate and --baseline read run reports (give the checks to `audit` itself)".into(),
+        ));
+    }
     if version.schema_version != SCHEMA_VERSION {
         return Err(failed(format!(
             "schema_version {} is not supported (this churn-audit reads version {SCHEMA_VERSION})",
             version.schema_version
         )));
     }
-    serde_json::from_str(&text)
-        .map_err(|err| failed(format!("not a churn-audit JSON report: {err}")))
+    let report: Report = serde_json::from_str(&text)
+        .map_err(|err| failed(format!("not a churn-audit JSON report: {err}")))?;
+    check_consistency(&report)
+        .map_err(|problem| failed(format!("inconsistent report: {problem}")))?;
+    Ok(report)
+}
+
+/// The figures the gate judges must agree with each other, so a hand-edited
+/// or corrupted report is refused rather than passed.
+fn check_consistency(report: &Report) -> std::result::Result<(), String> {
+    let analysis = &report.analysis;
+    let n = report.models.len();
+    if n < 2 || analysis.accuracy.n != n {
+        return Err(format!(
+            "{n} models, but accuracy is over {}; a report needs at least 2",
+            analysis.accuracy.n
+        ));
+    }
+    let shares = [
+        ("churn.mean", analysis.churn.mean),
+        ("churn.ci95.low", analysis.churn.ci95.low),
+        ("churn.ci95.high", analysis.churn.ci95.high),
+        ("accuracy.mean", analysis.accuracy.mean),
+    ];
+    if let Some((name, value)) = shares
+        .iter()
+        .find(|(_, value)| !(0.0..=1.0).contains(value))
+    {
+        return Err(format!("{name} is {value}, outside [0, 1]"));
+    }
+    for (name, interval, value) in [
+        ("churn", analysis.churn.ci95, analysis.churn.mean),
+        ("accuracy", analysis.accuracy.ci95, analysis.accuracy.mean),
+    ] {
+        if !(interval.low <= value && value <= interval.high) {
+            return Err(format!(
+                "{name}.ci95 [{}, {}] does not contain its mean {value}",
+                interval.low, interval.high
+            ));
+        }
+    }
+    Ok(())
 }

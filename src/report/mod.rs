@@ -17,6 +17,7 @@ use crate::data::Dataset;
 use crate::data::{Prepared, SplitUsed};
 use crate::gate::Verdicts;
 use crate::metrics::analysis::{Analysis, ModelOutcome, TestSet};
+use crate::metrics::churn::Flip;
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
 use crate::randomness::ModelSeeds;
 use crate::train::{ModelSpec, TrainedModel};
@@ -210,14 +211,19 @@ impl Report {
     /// Only flips carry pixels: they are what people look at, and the whole
     /// test set would dwarf the rest of the report.
     pub fn attach_pixels(&mut self, test: &Dataset) {
-        if test.image_shape.is_none() {
-            return;
-        }
-        let width = test.n_features;
-        for flip in &mut self.analysis.flips {
-            let start = flip.position * width;
-            flip.pixels = test.features.get(start..start + width).map(<[f32]>::to_vec);
-        }
+        attach_pixels(&mut self.analysis.flips, test);
+    }
+}
+
+/// Gives each flip its example's picture when `test` is an image dataset.
+pub fn attach_pixels(flips: &mut [Flip], test: &Dataset) {
+    if test.image_shape.is_none() {
+        return;
+    }
+    let width = test.n_features;
+    for flip in flips {
+        let start = flip.position * width;
+        flip.pixels = test.features.get(start..start + width).map(<[f32]>::to_vec);
     }
 }
 
