@@ -193,3 +193,11 @@ fn flags_that_do_not_fit_the_data() {
         "--label-column: fixtures/small.csv has no column named 'kind' (columns: sepal_length, sepal_width, petal_length, species)",
     );
 }
+
+#[test]
+fn test_file_with_other_column_names() {
+    fails_with(
+        &["--data", "csv:fixtures/small.csv", "--test", "fixtures/bad/test-header.csv"],
+        "fixtures/bad/test-header.csv:line 1: header sepal_width,sepal_length,petal_length,species differs from the training file's sepal_length,sepal_width,petal_length,species; columns are matched by position",
+    );
+}

@@ -19,11 +19,26 @@ pub struct CsvOptions<'a> {
 /// Loads `path`, and `test` as the test set when given (the same layout).
 pub fn load(path: &Path, test: Option<&Path>, options: CsvOptions) -> Result<Loaded> {
     let train_name = path.display().to_string();
-    let train = parse(&train_name, &read("--data", path)?, options)?;
+    let (train, train_header) = parse_with_header(&train_name, &read("--data", path)?, options)?;
     let test = test
         .map(|test_path| {
             let test_name = test_path.display().to_string();
-            let table = parse(&test_name, &read("--test", test_path)?, options)?;
+            let (table, header) = parse_with_header(&test_name, &read("--test", test_path)?, options)?;
+            // Columns are matched by position, so differently ordered or
+            // named columns would silently feed the wrong features.
+            if let (Some(train_header), Some(header)) = (&train_header, &header) {
+                if train_header != header {
+                    return Err(data_error(
+                        &test_name,
+                        "line 1",
+                        format!(
+                            "header {} differs from the training file's {}; columns are matched by position",
+                            header.join(","),
+                            train_header.join(",")
+                        ),
+                    ));
+                }
+            }
             if table.n_features != train.n_features {
                 return Err(data_error(
                     &test_name,
@@ -47,6 +62,15 @@ pub fn load(path: &Path, test: Option<&Path>, options: CsvOptions) -> Result<Loa
 }
 
 pub fn parse(source_name: &str, bytes: &[u8], options: CsvOptions) -> Result<Table> {
+    parse_with_header(source_name, bytes, options).map(|(table, _)| table)
+}
+
+/// The table and its header, if the first line is one.
+fn parse_with_header(
+    source_name: &str,
+    bytes: &[u8],
+    options: CsvOptions,
+) -> Result<(Table, Option<Vec<String>>)> {
     let text = text(source_name, bytes)?;
     let mut lines = text
         .lines()
@@ -118,7 +142,7 @@ pub fn parse(source_name: &str, bytes: &[u8], options: CsvOptions) -> Result<Tab
             "no data rows after the header",
         ));
     }
-    Ok(table)
+    Ok((table, header))
 }
 
 fn cells(line: &str, separator: Option<char>) -> Vec<&str> {
