@@ -13,7 +13,11 @@ fn schema() -> Value {
 }
 
 fn violations(report: &Value) -> Vec<String> {
-    let validator = jsonschema::validator_for(&schema()).expect("the schema compiles");
+    violations_of(&schema(), report)
+}
+
+fn violations_of(schema: &Value, report: &Value) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).expect("the schema compiles");
     validator
         .iter_errors(report)
         .map(|error| format!("{} at {}", error, error.instance_path()))
@@ -165,4 +169,33 @@ fn an_unknown_or_missing_field_breaks_the_schema() {
     let mut newer = report;
     newer["schema_version"] = 2.into();
     assert_eq!(violations(&newer), ["1 was expected at /schema_version"]);
+}
+
+#[test]
+fn audit_reports_match_their_schema() {
+    let text = std::fs::read_to_string(format!("{ROOT}/docs/audit-report.schema.json")).unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    let audit = stdout_json(
+        &[
+            "audit",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--require-reproducible",
+            "--json",
+            "-",
+        ],
+        0,
+    );
+    assert_eq!(violations_of(&schema, &audit), Vec::<String>::new());
+    let mut extra = audit.clone();
+    extra["groups"][0]["analysis"]["surprise"] = 1.into();
+    assert_eq!(
+        violations_of(&schema, &extra),
+        ["Additional properties are not allowed ('surprise' was unexpected) at /groups/0/analysis"]
+    );
 }
