@@ -7,14 +7,18 @@ use sha2::{Digest, Sha256};
 
 const FAST: &[&str] = &["run", "--epochs", "3", "--threads", "1", "--quiet"];
 
-fn report(extra: &[&str]) -> Value {
-    let output = Command::cargo_bin("churn-audit")
+/// A fast `run` with `extra` arguments.
+fn fast_run(extra: &[&str]) -> std::process::Output {
+    Command::cargo_bin("churn-audit")
         .unwrap()
         .args(FAST)
         .args(extra)
-        .args(["--json", "-"])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn report(extra: &[&str]) -> Value {
+    let output = fast_run(&[extra, &["--json", "-"]].concat());
     assert!(
         output.status.success(),
         "{}",
@@ -216,12 +220,7 @@ fn reruns_are_bitwise_identical() {
 
 #[test]
 fn table_output_names_the_verdicts() {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(["--seeds", "2", "--vary", "none"])
-        .output()
-        .unwrap();
+    let output = fast_run(&["--seeds", "2", "--vary", "none"]);
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("│ bitwise reproducible ┆ yes"), "{stdout}");
@@ -308,12 +307,7 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
 
 #[test]
 fn diverging_training_exits_3_naming_model_and_step() {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(["--seeds", "2", "--lr", "1e30"])
-        .output()
-        .unwrap();
+    let output = fast_run(&["--seeds", "2", "--lr", "1e30"]);
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
         String::from_utf8(output.stderr).unwrap(),
@@ -327,13 +321,14 @@ fn a_failed_run_keeps_the_previous_report() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");
     std::fs::write(&path, "previous").unwrap();
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(["--seeds", "2", "--lr", "1e30", "--json"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = fast_run(&[
+        "--seeds",
+        "2",
+        "--lr",
+        "1e30",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "previous");
     assert_eq!(
@@ -400,13 +395,7 @@ fn json_through_a_symlink_writes_the_target_and_keeps_the_link() {
     let link = dir.path().join("link.json");
     std::fs::write(&target, "old").unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(["--seeds", "2", "--json"])
-        .arg(&link)
-        .output()
-        .unwrap();
+    let output = fast_run(&["--seeds", "2", "--json", link.to_str().unwrap()]);
     assert!(output.status.success());
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()
@@ -418,12 +407,7 @@ fn json_through_a_symlink_writes_the_target_and_keeps_the_link() {
 
 #[test]
 fn json_to_a_device_is_written_in_place() {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(["--seeds", "2", "--json", "/dev/stdout"])
-        .output()
-        .unwrap();
+    let output = fast_run(&["--seeds", "2", "--json", "/dev/stdout"]);
     assert!(
         output.status.success(),
         "{}",
