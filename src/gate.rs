@@ -18,7 +18,7 @@ use crate::metrics::churn::ChurnSummary;
 use crate::metrics::stats::Summary;
 use crate::metrics::stats::{std_interval, Interval};
 use crate::report::audit::AuditReport;
-use crate::report::Report;
+use crate::report::{percent, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -362,10 +362,6 @@ fn churn_increase(report: &Judged, baseline: &Baseline, limit: f64) -> Result<Ve
         &what,
         points,
     ))
-}
-
-fn percent(share: f64) -> String {
-    format!("{:.2}%", share * 100.0)
 }
 
 /// A difference of two shares, in percentage points with its sign.

@@ -4,7 +4,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde::{Deserialize, Serialize};
 
-use super::{DatasetInfo, Execution, ModelReport, Report, ToolInfo, SCHEMA_VERSION};
+use super::{percent, DatasetInfo, Execution, ModelReport, Report, ToolInfo, SCHEMA_VERSION};
 use crate::config::AuditConfig;
 use crate::gate::Verdicts;
 use crate::metrics::analysis::Analysis;
@@ -136,7 +136,6 @@ impl AuditReport {
 
     /// One row per group: the attribution table, for every format.
     pub fn attribution_rows(&self) -> Vec<Vec<String>> {
-        let percent = |share: f64| format!("{:.2}%", share * 100.0);
         self.groups
             .iter()
             .map(|group| match (&group.analysis, &group.not_applicable) {

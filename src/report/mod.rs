@@ -233,7 +233,8 @@ pub fn attach_pixels(flips: &mut [Flip], test: &Dataset) {
 /// How many flipped examples the human-readable formats show; the JSON has them all.
 const FLIPS_SHOWN: usize = 15;
 
-fn percent(share: f64) -> String {
+/// A share as a percentage with two decimals, as every format shows it.
+pub(crate) fn percent(share: f64) -> String {
     format!("{:.2}%", share * 100.0)
 }
 
