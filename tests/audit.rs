@@ -85,7 +85,7 @@ fn audit_attributes_churn_to_each_source() {
         ]
     );
 
-    let control = group(&report, "control");
+    let control = group(report, "control");
     assert_eq!(
         control["analysis"]["reproducibility"]["bitwise_reproducible"],
         true
@@ -95,7 +95,7 @@ fn audit_attributes_churn_to_each_source() {
     assert_eq!(control["members"], serde_json::json!([0, 1, 2]));
 
     for source in ["init", "data-order", "dropout", "data-refresh", "all"] {
-        let analysis = &group(&report, source)["analysis"];
+        let analysis = &group(report, source)["analysis"];
         assert!(
             analysis["churn"]["mean"].as_f64().unwrap() > 0.0,
             "{source}"
@@ -107,11 +107,11 @@ fn audit_attributes_churn_to_each_source() {
     }
     // Model 0 of a single-source group is the control's model 0, trained once.
     for source in ["init", "data-order", "dropout"] {
-        assert_eq!(group(&report, source)["members"][0], 0, "{source}");
+        assert_eq!(group(report, source)["members"][0], 0, "{source}");
     }
 
-    let threads = group(&report, "threads");
-    let hashes = member_hashes(&report, threads);
+    let threads = group(report, "threads");
+    let hashes = member_hashes(report, threads);
     let counts: Vec<u64> = threads["members"]
         .as_array()
         .unwrap()
@@ -127,9 +127,9 @@ fn audit_attributes_churn_to_each_source() {
         hashes[0], hashes[2],
         "same thread count, same seeds: bitwise equal"
     );
-    assert_eq!(hashes[1], member_hashes(&report, control)[0]);
+    assert_eq!(hashes[1], member_hashes(report, control)[0]);
 
-    let kernels = group(&report, "kernels");
+    let kernels = group(report, "kernels");
     assert_eq!(kernels["not_applicable"], "no CUDA device");
     assert_eq!(kernels["analysis"], Value::Null);
 
@@ -138,8 +138,8 @@ fn audit_attributes_churn_to_each_source() {
     assert_eq!(report["models"].as_array().unwrap().len(), 16);
     assert_eq!(report["reused_models"], 5);
     assert_eq!(
-        group(&report, "all")["members"][0],
-        group(&report, "data-refresh")["members"][0]
+        group(report, "all")["members"][0],
+        group(report, "data-refresh")["members"][0]
     );
     assert_eq!(report["red_flags"], serde_json::json!([]));
 
@@ -153,7 +153,7 @@ fn audit_attributes_churn_to_each_source() {
 #[test]
 fn audit_statistics_are_consistent_with_the_models() {
     let (report, _) = audit();
-    let analysis = &group(&report, "init")["analysis"];
+    let analysis = &group(report, "init")["analysis"];
     let n_test = report["dataset"]["n_test"].as_f64().unwrap();
     for pair in analysis["pairs"].as_array().unwrap() {
         let churn = pair["churn"].as_f64().unwrap();
