@@ -43,6 +43,25 @@ pub enum Command {
     /// Judge an existing JSON report by the given checks (exit 1 when one fails).
     #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Gate(GateCommandArgs),
+    /// Compare two run reports over the same test set: churn, accuracy and its
+    /// spread, each change with a 95% interval and a verdict.
+    #[command(after_help = EXIT_CODES)]
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The report before the change (e.g. without a mitigation).
+    #[arg(value_name = "BASELINE.json")]
+    pub baseline: PathBuf,
+
+    /// The report after the change.
+    #[arg(value_name = "CANDIDATE.json")]
+    pub candidate: PathBuf,
+
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Command {
@@ -51,6 +70,7 @@ impl Command {
             Command::Run(_) => "run",
             Command::Audit(_) => "audit",
             Command::Gate(_) => "gate",
+            Command::Compare(_) => "compare",
         }
     }
 
@@ -60,6 +80,7 @@ impl Command {
             Command::Run(args) => args.common.config.as_ref(),
             Command::Audit(args) => args.common.config.as_ref(),
             Command::Gate(args) => args.config.as_ref(),
+            Command::Compare(_) => None,
         }
     }
 }

@@ -15,8 +15,7 @@ use crate::cli::GateArgs;
 use crate::error::{Error, Result};
 use crate::metrics::analysis::Reproducibility;
 use crate::metrics::churn::ChurnSummary;
-use crate::metrics::stats::Summary;
-use crate::metrics::stats::{std_interval, Interval};
+use crate::metrics::stats::{difference_interval, std_interval, Interval, Summary};
 use crate::report::audit::AuditReport;
 use crate::report::{percent, Report};
 
@@ -343,10 +342,7 @@ fn churn_increase(report: &Judged, baseline: &Baseline, limit: f64) -> Result<Ve
         ));
     }
     let increase = now.mean - then.mean;
-    let ci95 = Interval {
-        low: increase - (now.mean - now.ci95.low).hypot(then.ci95.high - then.mean),
-        high: increase + (now.ci95.high - now.mean).hypot(then.mean - then.ci95.low),
-    };
+    let ci95 = difference_interval(now.mean, now.ci95, then.mean, then.ci95);
     let what = format!(
         "churn increase over {} ({} → {})",
         baseline.path.display(),

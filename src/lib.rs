@@ -6,6 +6,7 @@
 //! touch libtorch.
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod config_file;
 pub mod data;

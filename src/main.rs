@@ -6,14 +6,15 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use churn_audit::cli::{
-    AuditArgs, Cli, Command, CommonArgs, GateArgs, GateCommandArgs, OutputArgs, RunArgs,
+    AuditArgs, Cli, Command, CommonArgs, CompareArgs, GateArgs, GateCommandArgs, OutputArgs,
+    RunArgs,
 };
 use churn_audit::config::{AuditConfig, RunConfig};
 use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
 use churn_audit::progress::{Mode, Progress};
 use churn_audit::report::{json, Report};
-use churn_audit::{config_file, pipeline, Error};
+use churn_audit::{compare, config_file, output, pipeline, Error};
 
 fn main() -> ExitCode {
     let cli = match parse() {
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Audit(args) => audit(&args),
         Command::Gate(args) => gate(&args),
+        Command::Compare(args) => compare(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -60,7 +62,7 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => err.exit(),
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "error: a subcommand is required (run, audit or gate); see 'churn-audit --help'"
+                "error: a subcommand is required (run, audit, gate or compare); see 'churn-audit --help'"
             );
             return ExitCode::from(2);
         }
@@ -129,6 +131,24 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
     let report = json::load(&args.report)?;
     let baseline = load_baseline(&args.checks)?;
     finish(report, &args.checks, baseline.as_ref(), &outputs)
+}
+
+/// Informational: exits 0 whatever moved (gate a report to fail a build).
+fn compare(args: &CompareArgs) -> Result<bool, Error> {
+    let (baseline, candidate) = (json::load(&args.baseline)?, json::load(&args.candidate)?);
+    let name = |path: &std::path::Path| path.display().to_string();
+    let comparison = compare::compare(
+        &name(&args.baseline),
+        &baseline,
+        &name(&args.candidate),
+        &candidate,
+    )?;
+    output::write_stdout(&if args.json {
+        comparison.to_json()
+    } else {
+        comparison.render_table()
+    })?;
+    Ok(true)
 }
 
 fn prepare(output: &OutputArgs, checks: &GateArgs) -> Result<Outputs, Error> {

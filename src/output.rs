@@ -150,7 +150,7 @@ impl Outputs {
 }
 
 /// A reader that closed the pipe (`| head`) has what it wanted: not an error.
-fn write_stdout(text: &str) -> Result<()> {
+pub fn write_stdout(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

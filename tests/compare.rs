@@ -1,0 +1,62 @@
+//! `compare` on the hand-made reports of fixtures/reports/ (churn 2% → 3%,
+//! accuracy unchanged).
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn compare(args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("churn-audit")
+        .unwrap()
+        .current_dir(ROOT)
+        .arg("compare")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn churn_up_by_a_point_is_a_regression_and_accuracy_did_not_move() {
+    let output = compare(&[
+        "fixtures/reports/baseline.json",
+        "fixtures/reports/current.json",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let comparison: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let churn = &comparison["metrics"][0];
+    assert_eq!(churn["metric"], "mean pairwise churn");
+    assert_eq!(churn["verdict"], "regressed");
+    assert!((churn["change"].as_f64().unwrap() - 0.01).abs() < 1e-12);
+    assert!((churn["relative_change"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    // MOVER: 0.01 ∓ hypot(0.005, 0.004).
+    let half = 0.005f64.hypot(0.004);
+    assert!((churn["change_ci95"]["low"].as_f64().unwrap() - (0.01 - half)).abs() < 1e-12);
+    assert!((churn["change_ci95"]["high"].as_f64().unwrap() - (0.01 + half)).abs() < 1e-12);
+    assert_eq!(comparison["metrics"][1]["verdict"], "no-detectable-change");
+    assert_eq!(comparison["metrics"][2]["verdict"], "no-detectable-change");
+
+    let table = compare(&[
+        "fixtures/reports/baseline.json",
+        "fixtures/reports/current.json",
+    ]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("│ mean pairwise churn ┆ 2.00% [1.60% – 2.40%]    ┆ 3.00% [2.50% – 3.50%]    ┆ +1.00 pp [+0.36 pp – +1.64 pp] ┆ +50.0%   ┆ regressed "),
+        "{table}"
+    );
+}
+
+#[test]
+fn reports_over_different_test_sets_are_refused() {
+    let output = compare(&[
+        "fixtures/reports/baseline.json",
+        "fixtures/reports/other-test-set.json",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "error: compare: fixtures/reports/baseline.json was measured on test set 874fecfebd0b302ab0d17f769db2ea8892fdd24e840f906d266f69b2c325f692, fixtures/reports/other-test-set.json on f99ed37a3d5603fedc847154f17ee5b80a45f6b5db6501f40f02660644a4287d; reports compare only on the same test set\n"
+    );
+}
