@@ -309,9 +309,9 @@ pub struct CommonArgs {
     pub mitigate: MitigationKind,
 
     /// β for --mitigate entropy: positive penalises uncertain predictions;
-    /// negative penalises confident ones (the "confidence penalty").
-    #[arg(long, value_name = "BETA", default_value_t = 0.1, value_parser = number)]
-    pub entropy_weight: f64,
+    /// negative penalises confident ones (the "confidence penalty") [default: 0.1].
+    #[arg(long, value_name = "BETA", value_parser = number)]
+    pub entropy_weight: Option<f64>,
 
     /// libtorch intra-op threads [default: all cores]. Recorded in the report.
     #[arg(long, value_name = "N", value_parser = whole::<1, MAX_THREADS>)]

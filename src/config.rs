@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::{AuditArgs, CommonArgs, MitigationKind, RunArgs};
 use crate::data::source::DataSource;
 use crate::data::{hex, SplitSpec};
+use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 use crate::randomness::{ModelSeeds, Source};
 use crate::train::{DeviceChoice, Mitigation, ModelSpec, OptimizerKind, TrainConfig};
@@ -51,6 +52,9 @@ pub struct DataConfig {
     pub split: SplitSpec,
 }
 
+/// β of `--mitigate entropy` when `--entropy-weight` is not given.
+const DEFAULT_ENTROPY_WEIGHT: f64 = 0.1;
+
 /// What makes a model, beyond its spec: the part of the config every model of
 /// a run or audit shares. Hashed with the spec to key a model.
 #[derive(Serialize)]
@@ -61,16 +65,22 @@ struct Recipe<'a> {
 }
 
 impl RunConfig {
-    pub fn from_args(args: &RunArgs) -> Self {
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
         Self::from_common(&args.common, args.vary.clone())
     }
 
-    fn from_common(args: &CommonArgs, vary: BTreeSet<Source>) -> Self {
+    fn from_common(args: &CommonArgs, vary: BTreeSet<Source>) -> Result<Self> {
+        if args.entropy_weight.is_some() && args.mitigate != MitigationKind::Entropy {
+            return Err(Error::usage(
+                "--entropy-weight",
+                "applies only with --mitigate entropy",
+            ));
+        }
         let default_learning_rate = match args.optimizer {
             OptimizerKind::Adam => 0.001,
             OptimizerKind::Sgd => 0.05,
         };
-        RunConfig {
+        Ok(RunConfig {
             data: DataConfig {
                 source: args.data.clone(),
                 test: args.test.clone(),
@@ -101,7 +111,7 @@ impl RunConfig {
                 mitigation: match args.mitigate {
                     MitigationKind::None => Mitigation::None,
                     MitigationKind::Entropy => Mitigation::Entropy {
-                        weight: args.entropy_weight,
+                        weight: args.entropy_weight.unwrap_or(DEFAULT_ENTROPY_WEIGHT),
                     },
                 },
             },
@@ -112,7 +122,7 @@ impl RunConfig {
             device: args.device,
             refresh_fraction: args.refresh_fraction,
             tie_epsilon: args.tie_epsilon,
-        }
+        })
     }
 
     /// sha256 of the configuration's JSON form (fields in declaration order).
@@ -155,8 +165,8 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    pub fn from_args(args: &AuditArgs) -> Self {
-        let control = RunConfig::from_common(&args.common, BTreeSet::new());
+    pub fn from_args(args: &AuditArgs) -> Result<Self> {
+        let control = RunConfig::from_common(&args.common, BTreeSet::new())?;
         let mut thread_counts = args
             .thread_counts
             .clone()
@@ -164,10 +174,10 @@ impl AuditConfig {
         // Repeats add no comparison; first occurrence keeps the alternation order.
         let mut seen = BTreeSet::new();
         thread_counts.retain(|&count| seen.insert(count));
-        AuditConfig {
+        Ok(AuditConfig {
             control,
             thread_counts,
-        }
+        })
     }
 
     pub fn sha256(&self) -> String {

@@ -83,7 +83,7 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
 fn run(args: &RunArgs) -> Result<bool, Error> {
     let outputs = prepare(&args.common.output, &args.checks)?;
     let baseline = load_baseline(&args.checks)?;
-    let config = RunConfig::from_args(args);
+    let config = RunConfig::from_args(args)?;
     let progress = progress(&args.common, &outputs, config.models);
     let report = pipeline::run(config, &mut |model| progress.model_done(model));
     progress.finish();
@@ -95,7 +95,7 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
 fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let outputs = Outputs::prepare_audit(&args.common.output)?;
     let baseline = load_baseline(&args.checks)?;
-    let config = AuditConfig::from_args(args);
+    let config = AuditConfig::from_args(args)?;
     let progress = progress(
         &args.common,
         &outputs,

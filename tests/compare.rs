@@ -60,3 +60,24 @@ fn reports_over_different_test_sets_are_refused() {
         "error: compare: fixtures/reports/baseline.json was measured on test set 874fecfebd0b302ab0d17f769db2ea8892fdd24e840f906d266f69b2c325f692, fixtures/reports/other-test-set.json on f99ed37a3d5603fedc847154f17ee5b80a45f6b5db6501f40f02660644a4287d; reports compare only on the same test set\n"
     );
 }
+
+#[test]
+fn a_negative_spread_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/fixtures/reports/current.json")).unwrap(),
+    )
+    .unwrap();
+    report["accuracy"]["std"] = (-0.01).into();
+    let path = dir.path().join("negative.json");
+    std::fs::write(&path, report.to_string()).unwrap();
+    let output = compare(&["fixtures/reports/baseline.json", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        format!(
+            "error: {}: inconsistent report: accuracy.std is -0.01, outside [0, 1]\n",
+            path.display()
+        )
+    );
+}

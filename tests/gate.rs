@@ -452,7 +452,7 @@ fn reports_that_contradict_themselves_or_are_audits_are_refused() {
     let audit = edited("audit.json", &|r| r["groups"] = serde_json::json!([]));
     refused(
         &["gate", &audit, "--max-churn", "0.5"],
-        &format!("error: {audit}: is an audit report; gate and --baseline read run reports (give the checks to `audit` itself)"),
+        &format!("error: {audit}: is an audit report; gate, --baseline and compare read run reports (an audit takes the gate's checks itself)"),
     );
 }
 

@@ -306,6 +306,14 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
 }
 
 #[test]
+fn entropy_weight_without_the_entropy_mitigation_is_refused() {
+    fails_with(
+        &["run", "--entropy-weight", "0.5"],
+        "error: --entropy-weight: applies only with --mitigate entropy",
+    );
+}
+
+#[test]
 fn diverging_training_exits_3_naming_model_and_step() {
     let output = fast_run(&["--seeds", "2", "--lr", "1e30"]);
     assert_eq!(output.status.code(), Some(3));

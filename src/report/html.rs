@@ -49,6 +49,9 @@ pub fn render_audit(audit: &AuditReport) -> Option<String> {
         table += "</tr>\n";
     }
     table += "</table>\n";
+    if audit.red_flags.is_empty() {
+        table += "<p class=\"pass\">Red flags: none (control group bitwise identical; every varied seed changed the models).</p>\n";
+    }
     for flag in &audit.red_flags {
         let _ = writeln!(table, "<p class=\"fail\">Red flag: {}</p>", escape(flag));
     }

@@ -31,7 +31,7 @@ pub fn load(path: &Path) -> Result<Report> {
         .map_err(|err| failed(format!("not a churn-audit JSON report: {err}")))?;
     if version.groups.is_some() {
         return Err(failed(
-            "is an audit report; gate and --baseline read run reports (give the checks to `audit` itself)".into(),
+            "is an audit report; gate, --baseline and compare read run reports (an audit takes the gate's checks itself)".into(),
         ));
     }
     if version.schema_version != SCHEMA_VERSION {
@@ -59,6 +59,7 @@ fn check_consistency(report: &Report) -> std::result::Result<(), String> {
         ));
     }
     let shares = [
+        ("accuracy.std", analysis.accuracy.std),
         ("churn.mean", analysis.churn.mean),
         ("churn.ci95.low", analysis.churn.ci95.low),
         ("churn.ci95.high", analysis.churn.ci95.high),
