@@ -84,8 +84,8 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let outputs = prepare(&args.common.output, &args.checks)?;
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
-    let progress = progress(&args.common, &outputs, config.models);
-    let report = pipeline::run(config, &mut |model| progress.model_done(model));
+    let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
+    let report = pipeline::run(config, &mut |event| progress.observe(event));
     progress.finish();
     finish(report?, &args.checks, baseline.as_ref(), &outputs)
 }
@@ -96,12 +96,9 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let outputs = Outputs::prepare_audit(&args.common.output)?;
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
-    let progress = progress(
-        &args.common,
-        &outputs,
-        pipeline::distinct_audit_models(&config),
-    );
-    let report = pipeline::audit(config, &mut |model| progress.model_done(model));
+    let models = pipeline::distinct_audit_models(&config);
+    let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
+    let report = pipeline::audit(config, &mut |event| progress.observe(event));
     progress.finish();
     let mut report = report?;
     if let Some(judged) = Judged::audit(&report) {
@@ -111,13 +108,13 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     Ok(verdict(report.gate.as_ref()))
 }
 
-fn progress(args: &CommonArgs, outputs: &Outputs, total: usize) -> Progress {
+fn progress(args: &CommonArgs, outputs: &Outputs, models: usize, epochs: usize) -> Progress {
     let mode = Mode::choose(
         args.quiet,
         std::io::stderr().is_terminal(),
         outputs.json_on_stdout(),
     );
-    Progress::new(mode, total)
+    Progress::new(mode, models, epochs)
 }
 
 fn gate(args: &GateCommandArgs) -> Result<bool, Error> {

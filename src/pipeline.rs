@@ -13,6 +13,12 @@ use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
 use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
 
+/// What training reports as it goes, for progress output.
+pub enum Event<'a> {
+    EpochDone,
+    ModelDone(&'a ModelReport),
+}
+
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
 /// fixed value keeps it out of the list of things that could differ between runs.
 const INTER_OP_THREADS: usize = 1;
@@ -67,11 +73,7 @@ impl<'a> Session<'a> {
     }
 
     /// The index of the model `spec` describes, training it if it is new.
-    fn obtain(
-        &mut self,
-        spec: &ModelSpec,
-        on_model: &mut dyn FnMut(&ModelReport),
-    ) -> Result<usize> {
+    fn obtain(&mut self, spec: &ModelSpec, on_event: &mut dyn FnMut(Event)) -> Result<usize> {
         let key = self.config.model_key(spec);
         if let Some(&index) = self.by_key.get(&key) {
             self.reused += 1;
@@ -84,9 +86,10 @@ impl<'a> Session<'a> {
             &self.tensors,
             &self.config.model,
             &self.config.train,
+            &mut || on_event(Event::EpochDone),
         )?;
         let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
-        on_model(&model);
+        on_event(Event::ModelDone(&model));
         self.models.push(model);
         self.logits.push(trained.test_logits);
         self.by_key.insert(key, index);
@@ -130,15 +133,15 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
     Ok(())
 }
 
-/// Trains every model of `config` and builds the report; `on_model` hears of
-/// each model as it finishes (for progress output).
-pub fn run(config: RunConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<Report> {
+/// Trains every model of `config` and builds the report; `on_event` hears of
+/// each epoch and model as it finishes (for progress output).
+pub fn run(config: RunConfig, on_event: &mut dyn FnMut(Event)) -> Result<Report> {
     let mut session = Session::open(&config)?;
     let mut members = Vec::with_capacity(config.models);
     for index in 0..config.models {
         // Every model is trained, even when nothing varies: that is the test.
         let spec = config.model_spec(&config.vary, index, index);
-        members.push(session.obtain(&spec, on_model)?);
+        members.push(session.obtain(&spec, on_event)?);
     }
     let analysis = session.analyze(&members);
     let execution = session.execution();
@@ -225,7 +228,7 @@ pub fn distinct_audit_models(config: &AuditConfig) -> usize {
 }
 
 /// Trains every planned group, reusing any model two groups share.
-pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Result<AuditReport> {
+pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<AuditReport> {
     let mut session = Session::open(&config.control)?;
     let mut groups = Vec::new();
     for planned in audit_plan(&config) {
@@ -233,7 +236,7 @@ pub fn audit(config: AuditConfig, on_model: &mut dyn FnMut(&ModelReport)) -> Res
             Ok(specs) => {
                 let members = specs
                     .iter()
-                    .map(|spec| session.obtain(spec, on_model))
+                    .map(|spec| session.obtain(spec, on_event))
                     .collect::<Result<Vec<_>>>()?;
                 let mut analysis = session.analyze(&members);
                 // The group the HTML page shows; pictures elsewhere would only bloat the JSON.

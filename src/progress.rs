@@ -1,9 +1,10 @@
-//! Progress on stderr while models train: a bar with an ETA where someone
-//! watches a terminal, one line per finished model where stderr is a log (CI),
-//! nothing with --quiet.
+//! Progress on stderr while models train: a bar per epoch with an ETA where
+//! someone watches a terminal, one line per finished model where stderr is a
+//! log (CI), nothing with --quiet.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::pipeline::Event;
 use crate::report::ModelReport;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,12 +36,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(mode: Mode, total: usize) -> Self {
+    /// `total` models of `epochs` epochs each.
+    pub fn new(mode: Mode, total: usize, epochs: usize) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
-            let bar = ProgressBar::new(total as u64);
+            let bar = ProgressBar::new((total * epochs) as u64);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "training [{bar:25}] {pos}/{len} models, ETA {eta}, {msg}",
+                    "training [{bar:25}] {pos}/{len} epochs, ETA {eta}, {msg}",
                 )
                 .expect("the template is valid")
                 .progress_chars("=> "),
@@ -50,12 +52,22 @@ impl Progress {
         Progress { mode, total, bar }
     }
 
-    pub fn model_done(&self, model: &ModelReport) {
+    pub fn observe(&self, event: Event) {
+        match event {
+            Event::EpochDone => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+            }
+            Event::ModelDone(model) => self.model_done(model),
+        }
+    }
+
+    fn model_done(&self, model: &ModelReport) {
         match (&self.bar, self.mode) {
             (Some(bar), _) => {
                 // Short enough for an 80-column terminal: a wrapped bar redraws badly.
-                bar.set_message(format!("last {:.2}%", model.accuracy * 100.0));
-                bar.inc(1);
+                bar.set_message(format!("last model {:.2}%", model.accuracy * 100.0));
             }
             (None, Mode::Lines) => eprintln!(
                 "model {}: accuracy {:.2}%, {:.2} s ({}/{} trained)",

@@ -209,6 +209,7 @@ pub fn train_model(
     data: &TrainData,
     model_config: &ModelConfig,
     config: &TrainConfig,
+    on_epoch: &mut dyn FnMut(),
 ) -> Result<TrainedModel> {
     let started = Instant::now();
     tch::set_num_threads(spec.threads as i32);
@@ -268,6 +269,7 @@ pub fn train_model(
                 });
             }
         }
+        on_epoch();
     }
 
     let logits = tch::no_grad(|| model.forward(&data.test_x, false))?;
