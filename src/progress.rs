@@ -91,7 +91,18 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use super::Mode;
+    use super::{Event, Mode, Progress};
+
+    #[test]
+    fn the_bar_advances_once_an_epoch() {
+        let progress = Progress::new(Mode::Bar, 2, 3);
+        let bar = progress.bar.as_ref().unwrap();
+        assert_eq!(bar.length(), Some(6));
+        progress.observe(Event::EpochDone);
+        progress.observe(Event::EpochDone);
+        assert_eq!(bar.position(), 2);
+        assert!(Progress::new(Mode::Lines, 2, 3).bar.is_none());
+    }
 
     #[test]
     fn the_bar_only_where_someone_watches() {
