@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::metrics::stats::{difference_interval, std_interval, Interval};
-use crate::report::{percent, Report};
+use crate::report::{percent, points, with_interval, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -128,15 +128,6 @@ fn change(
 
 impl Comparison {
     pub fn render_table(&self) -> String {
-        let points = |share: f64| format!("{:+.2} pp", share * 100.0);
-        let with_ci = |value: f64, ci: Interval| {
-            format!(
-                "{} [{} – {}]",
-                percent(value),
-                percent(ci.low),
-                percent(ci.high)
-            )
-        };
         let mut table = Table::new();
         table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
             "metric",
@@ -149,14 +140,9 @@ impl Comparison {
         for m in &self.metrics {
             table.add_row(vec![
                 m.metric.to_owned(),
-                with_ci(m.baseline, m.baseline_ci95),
-                with_ci(m.candidate, m.candidate_ci95),
-                format!(
-                    "{} [{} – {}]",
-                    points(m.change),
-                    points(m.change_ci95.low),
-                    points(m.change_ci95.high)
-                ),
+                with_interval(percent, m.baseline, m.baseline_ci95),
+                with_interval(percent, m.candidate, m.candidate_ci95),
+                with_interval(points, m.change, m.change_ci95),
                 m.relative_change
                     .map_or_else(|| "-".to_owned(), |r| format!("{:+.1}%", r * 100.0)),
                 match m.verdict {

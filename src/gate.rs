@@ -17,7 +17,7 @@ use crate::metrics::analysis::Reproducibility;
 use crate::metrics::churn::ChurnSummary;
 use crate::metrics::stats::{difference_interval, std_interval, Interval, Summary};
 use crate::report::audit::AuditReport;
-use crate::report::{percent, Report};
+use crate::report::{percent, points, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -358,11 +358,6 @@ fn churn_increase(report: &Judged, baseline: &Baseline, limit: f64) -> Result<Ve
         &what,
         points,
     ))
-}
-
-/// A difference of two shares, in percentage points with its sign.
-fn points(difference: f64) -> String {
-    format!("{:+.2} pp", difference * 100.0)
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde::{Deserialize, Serialize};
 
-use super::{percent, DatasetInfo, Execution, ModelReport, Report, ToolInfo, SCHEMA_VERSION};
+use super::{
+    percent, with_interval, DatasetInfo, Execution, ModelReport, Report, ToolInfo, SCHEMA_VERSION,
+};
 use crate::config::AuditConfig;
 use crate::gate::Verdicts;
 use crate::metrics::analysis::Analysis;
@@ -142,12 +144,7 @@ impl AuditReport {
                 (Some(a), _) => vec![
                     group.source.clone(),
                     group.members.len().to_string(),
-                    format!(
-                        "{} [{} – {}]",
-                        percent(a.churn.mean),
-                        percent(a.churn.ci95.low),
-                        percent(a.churn.ci95.high)
-                    ),
+                    with_interval(percent, a.churn.mean, a.churn.ci95),
                     format!("{} – {}", percent(a.churn.min), percent(a.churn.max)),
                     format!("{} ± {}", percent(a.accuracy.mean), percent(a.accuracy.std)),
                     percent(a.unstable.share),

@@ -18,6 +18,7 @@ use crate::data::{Prepared, SplitUsed};
 use crate::gate::Verdicts;
 use crate::metrics::analysis::{Analysis, ModelOutcome, TestSet};
 use crate::metrics::churn::Flip;
+use crate::metrics::stats::Interval;
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
 use crate::randomness::ModelSeeds;
 use crate::train::{ModelSpec, TrainedModel};
@@ -236,6 +237,16 @@ const FLIPS_SHOWN: usize = 15;
 /// A share as a percentage with two decimals, as every format shows it.
 pub(crate) fn percent(share: f64) -> String {
     format!("{:.2}%", share * 100.0)
+}
+
+/// A difference of two shares, in percentage points with its sign.
+pub(crate) fn points(difference: f64) -> String {
+    format!("{:+.2} pp", difference * 100.0)
+}
+
+/// "value [low – high]", each shown by `show`.
+pub(crate) fn with_interval(show: fn(f64) -> String, value: f64, ci95: Interval) -> String {
+    format!("{} [{} – {}]", show(value), show(ci95.low), show(ci95.high))
 }
 
 fn label(prediction: Prediction) -> String {
