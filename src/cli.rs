@@ -47,6 +47,46 @@ pub enum Command {
     /// spread, each change with a 95% interval and a verdict.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
+    /// Write the models of a run (same flags as run) to --out DIR/plan.json,
+    /// for `train` to fan out over a cluster's job array (docs/cluster.md).
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
+    Plan(RunArgs),
+    /// Train one model of the plan in --out DIR and store its artifact.
+    #[command(after_help = EXIT_CODES)]
+    Train(TrainArgs),
+    /// Report on the artifacts in a run directory, as `run` would; exits 1
+    /// when a planned model is missing or does not match the plan.
+    #[command(after_help = EXIT_CODES, allow_negative_numbers = true)]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Run directory holding plan.json (written by `churn-audit plan`).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Which model of the plan, from 0 [default: $SLURM_ARRAY_TASK_ID, else
+    /// $JOB_COMPLETION_INDEX].
+    #[arg(long, value_name = "K", value_parser = whole::<0, MAX_MODELS>)]
+    pub index: Option<usize>,
+
+    /// No line on stderr about the model.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Run directory written by `plan` and `train`, or by `run --out`.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    #[command(flatten)]
+    pub checks: GateArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,16 +111,19 @@ impl Command {
             Command::Audit(_) => "audit",
             Command::Gate(_) => "gate",
             Command::Compare(_) => "compare",
+            Command::Plan(_) => "plan",
+            Command::Train(_) => "train",
+            Command::Report(_) => "report",
         }
     }
 
     /// The --config file, if one was given.
     pub fn config_file(&self) -> Option<&PathBuf> {
         match self {
-            Command::Run(args) => args.common.config.as_ref(),
+            Command::Run(args) | Command::Plan(args) => args.common.config.as_ref(),
             Command::Audit(args) => args.common.config.as_ref(),
             Command::Gate(args) => args.config.as_ref(),
-            Command::Compare(_) => None,
+            Command::Compare(_) | Command::Train(_) | Command::Report(_) => None,
         }
     }
 }
@@ -338,6 +381,11 @@ pub struct CommonArgs {
     /// the command line override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Run directory: each model is stored there as it finishes, and a rerun
+    /// reuses every intact one (docs/cluster.md).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 
     #[command(flatten)]
     pub output: OutputArgs,

@@ -56,12 +56,23 @@ pub struct DataConfig {
 const DEFAULT_ENTROPY_WEIGHT: f64 = 0.1;
 
 /// What makes a model, beyond its spec: the part of the config every model of
-/// a run or audit shares. Hashed with the spec to key a model.
-#[derive(Serialize)]
-struct Recipe<'a> {
-    data: &'a DataConfig,
-    model: &'a ModelConfig,
-    train: &'a TrainConfig,
+/// a run or audit shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+/// One model's whole configuration, its recipe and its spec (a JSON array of
+/// the two); its sha256 is the model's key: equal keys, same model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedModel(pub Recipe, pub ModelSpec);
+
+impl ResolvedModel {
+    pub fn key(&self) -> String {
+        sha256_json(self)
+    }
 }
 
 impl RunConfig {
@@ -144,14 +155,19 @@ impl RunConfig {
         }
     }
 
+    /// The shared recipe with one model's spec.
+    pub fn resolve(&self, spec: &ModelSpec) -> ResolvedModel {
+        let recipe = Recipe {
+            data: self.data.clone(),
+            model: self.model.clone(),
+            train: self.train.clone(),
+        };
+        ResolvedModel(recipe, spec.clone())
+    }
+
     /// sha256 of the shared recipe and one model's spec: equal keys, same model.
     pub fn model_key(&self, spec: &ModelSpec) -> String {
-        let recipe = Recipe {
-            data: &self.data,
-            model: &self.model,
-            train: &self.train,
-        };
-        sha256_json(&(recipe, spec))
+        self.resolve(spec).key()
     }
 }
 

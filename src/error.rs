@@ -23,6 +23,10 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     ReportFile { path: PathBuf, message: String },
 
+    /// A run directory (plan, artifacts) that cannot be used.
+    #[error("{}: {message}", path.display())]
+    RunDir { path: PathBuf, message: String },
+
     /// An output that could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Output {
@@ -58,6 +62,7 @@ impl Error {
             Error::Usage { .. }
             | Error::Data { .. }
             | Error::ReportFile { .. }
+            | Error::RunDir { .. }
             | Error::Output { .. } => 2,
             Error::Training { .. } | Error::Torch(_) => 3,
         }

@@ -5,7 +5,9 @@
 //! [`metrics`] → [`report`] → [`gate`]. `metrics`, `report` and `gate` never
 //! touch libtorch.
 
+pub mod artifacts;
 pub mod cli;
+pub mod cluster;
 pub mod compare;
 pub mod config;
 pub mod config_file;

@@ -5,16 +5,18 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 
+use churn_audit::artifacts::RunDir;
 use churn_audit::cli::{
     AuditArgs, Cli, Command, CommonArgs, CompareArgs, GateArgs, GateCommandArgs, OutputArgs,
-    RunArgs,
+    ReportArgs, RunArgs, TrainArgs,
 };
 use churn_audit::config::{AuditConfig, RunConfig};
 use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
+use churn_audit::pipeline::Event;
 use churn_audit::progress::{Mode, Progress};
 use churn_audit::report::{json, Report};
-use churn_audit::{compare, config_file, output, pipeline, Error};
+use churn_audit::{cluster, compare, config_file, output, pipeline, Error};
 
 fn main() -> ExitCode {
     let cli = match parse() {
@@ -26,6 +28,9 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit(&args),
         Command::Gate(args) => gate(&args),
         Command::Compare(args) => compare(&args),
+        Command::Plan(args) => plan(&args),
+        Command::Train(args) => train(&args),
+        Command::Report(args) => report(&args),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -62,7 +67,7 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => err.exit(),
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprintln!(
-                "error: a subcommand is required (run, audit, gate or compare); see 'churn-audit --help'"
+                "error: a subcommand is required (run, audit, gate, compare, plan, train or report); see 'churn-audit --help'"
             );
             return ExitCode::from(2);
         }
@@ -84,8 +89,11 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let outputs = prepare(&args.common.output, &args.checks)?;
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
+    let store = run_dir(&args.common)?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
-    let report = pipeline::run(config, &mut |event| progress.observe(event));
+    let report = pipeline::run(&config, store.as_ref(), &mut |event| {
+        progress.observe(event)
+    });
     progress.finish();
     finish(report?, &args.checks, baseline.as_ref(), &outputs)
 }
@@ -96,9 +104,10 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let outputs = Outputs::prepare_audit(&args.common.output)?;
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
+    let store = run_dir(&args.common)?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
-    let report = pipeline::audit(config, &mut |event| progress.observe(event));
+    let report = pipeline::audit(config, store.as_ref(), &mut |event| progress.observe(event));
     progress.finish();
     let mut report = report?;
     if let Some(judged) = Judged::audit(&report) {
@@ -106,6 +115,101 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     }
     outputs.write_audit(&report)?;
     Ok(verdict(report.gate.as_ref()))
+}
+
+/// The --out run directory, checked writable before any training.
+fn run_dir(args: &CommonArgs) -> Result<Option<RunDir>, Error> {
+    let Some(out) = &args.out else {
+        return Ok(None);
+    };
+    let dir = RunDir::at(out);
+    dir.prepare()?;
+    Ok(Some(dir))
+}
+
+/// Writes DIR/plan.json; checks and report outputs belong to `report`.
+fn plan(args: &RunArgs) -> Result<bool, Error> {
+    let output = &args.common.output;
+    if args.checks.any()
+        || output.json.is_some()
+        || output.markdown.is_some()
+        || output.html.is_some()
+        || output.junit.is_some()
+        || output.github_summary
+    {
+        return Err(Error::usage(
+            "plan",
+            "plan writes only DIR/plan.json; give checks and report outputs to `churn-audit report DIR`",
+        ));
+    }
+    let config = RunConfig::from_args(args)?;
+    let Some(dir) = run_dir(&args.common)? else {
+        return Err(Error::usage(
+            "--out",
+            "plan needs --out DIR, where plan.json and the artifacts go",
+        ));
+    };
+    let plan = pipeline::plan(&config)?;
+    dir.write_plan(&plan)?;
+    let out = dir.root().display();
+    output::write_stdout(&format!(
+        "{} models planned in {out}; train model K with `churn-audit train --out {out} --index K` (K from 0 to {}), then `churn-audit report {out}`\n",
+        plan.models.len(),
+        plan.models.len() - 1,
+    ))?;
+    Ok(true)
+}
+
+/// Trains one planned model (an array task's share of the run).
+fn train(args: &TrainArgs) -> Result<bool, Error> {
+    let dir = RunDir::at(&args.out);
+    let plan = dir.read_plan()?;
+    let index = cluster::task_index(
+        args.index,
+        |name| std::env::var(name).ok(),
+        plan.models.len(),
+    )?;
+    dir.prepare()?;
+    let path = dir.artifact_path(&plan.models[index].key);
+    let quiet = args.quiet;
+    pipeline::train_planned(&dir, &plan, index, &mut |event| match event {
+        Event::ModelDone(model) if !quiet => eprintln!(
+            "model {index}: accuracy {:.2}%, {:.2} s; stored in {}",
+            model.accuracy * 100.0,
+            model.train_seconds,
+            path.display()
+        ),
+        Event::ModelReused(_) if !quiet => {
+            eprintln!(
+                "model {index}: already trained ({}); nothing to do",
+                path.display()
+            )
+        }
+        _ => {}
+    })?;
+    Ok(true)
+}
+
+/// Reports on the artifacts of a run directory; exit 1 when any planned
+/// model is not in the report.
+fn report(args: &ReportArgs) -> Result<bool, Error> {
+    let outputs = prepare(&args.output, &args.checks)?;
+    let baseline = load_baseline(&args.checks)?;
+    let dir = RunDir::at(&args.dir);
+    let plan = dir.read_plan()?;
+    let (report, problems) = pipeline::collect(&dir, &plan)?;
+    let passed = finish(report, &args.checks, baseline.as_ref(), &outputs)?;
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "incomplete: {} of the {} planned models are not in this report",
+            problems.len(),
+            plan.models.len()
+        );
+    }
+    Ok(passed && problems.is_empty())
 }
 
 fn progress(args: &CommonArgs, outputs: &Outputs, models: usize, epochs: usize) -> Progress {

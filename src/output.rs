@@ -175,19 +175,38 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     if is_special(path) {
         return fs::write(path, text).map_err(failed);
     }
-    let target = resolve_links(path);
-    let temporary = temporary_sibling(&target);
+    replace(&resolve_links(path), text.as_bytes()).map_err(failed)
+}
+
+/// Replaces `target` with `bytes` so that a reader, or a crash at any moment,
+/// finds the old file or the new one whole: a temporary sibling is written and
+/// fsynced, renamed over the target, and the directory fsynced so that the
+/// rename itself survives a power cut.
+pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = temporary_sibling(target);
     let written = fs::File::create(&temporary)
-        .and_then(|mut file| {
-            file.write_all(text.as_bytes())
-                .and_then(|()| file.sync_all())
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| {
+            // Fault tests (tests/faults.rs) die here, as a kill -9 mid-write
+            // would, when the target's name ends with the variable's value.
+            if let Some(suffix) = std::env::var_os("CHURN_AUDIT_DIE_BEFORE_RENAME") {
+                if target
+                    .to_string_lossy()
+                    .ends_with(&*suffix.to_string_lossy())
+                {
+                    std::process::exit(137);
+                }
+            }
+            fs::rename(&temporary, target)
         })
-        .and_then(|()| fs::rename(&temporary, &target));
-    if let Err(source) = written {
+        .and_then(|()| {
+            let directory = target.parent().filter(|dir| !dir.as_os_str().is_empty());
+            fs::File::open(directory.unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all())
+        });
+    if written.is_err() {
         let _ = fs::remove_file(&temporary);
-        return Err(failed(source));
     }
-    Ok(())
+    written
 }
 
 /// An existing path that is not a regular file once links are followed.

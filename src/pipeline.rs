@@ -1,8 +1,11 @@
 //! Runs and audits, end to end: config → data → train → predictions → metrics → report.
+//! With a run directory (--out, `train`, `report`), every model goes through
+//! its artifact: reused when one is intact, stored when trained.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Once;
 
+use crate::artifacts::{Artifact, Origin, Plan, RunDir, Unusable};
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -11,12 +14,14 @@ use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
+use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData, TrainedModel};
 
 /// What training reports as it goes, for progress output.
 pub enum Event<'a> {
     EpochDone,
     ModelDone(&'a ModelReport),
+    /// A model read from its artifact instead of trained.
+    ModelReused(&'a ModelReport),
 }
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
@@ -29,11 +34,14 @@ fn pin_inter_op_threads() {
     PINNED.call_once(|| tch::set_num_interop_threads(INTER_OP_THREADS as i32));
 }
 
-/// The data, once, and every model trained so far, keyed so that a model
+/// The data, once, and every model obtained so far, keyed so that a model
 /// asked for twice (same recipe, same spec) is trained once.
 struct Session<'a> {
     config: &'a RunConfig,
-    tensors: TrainData,
+    /// Where artifacts are read and written, if anywhere.
+    store: Option<&'a RunDir>,
+    /// What an artifact must have been trained with to be used.
+    origin: Origin,
     dataset: DatasetInfo,
     /// The decoded test set, for the pictures of flipped examples.
     test: Dataset,
@@ -44,7 +52,8 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn open(config: &'a RunConfig) -> Result<Self> {
+    /// A session that trains: the data and its tensors on the training device.
+    fn open(config: &'a RunConfig, store: Option<&'a RunDir>) -> Result<(Self, TrainData)> {
         pin_inter_op_threads();
         let device = config.device.resolve()?;
         let prepared = data::load(&config.data)?;
@@ -60,40 +69,101 @@ impl<'a> Session<'a> {
             ));
         }
         check_refresh(config.refresh_fraction, split.train.len())?;
-        Ok(Session {
+        Ok((Self::over(config, store, prepared), tensors))
+    }
+
+    /// A session over `prepared` data that only reads artifacts (`report`).
+    fn over(config: &'a RunConfig, store: Option<&'a RunDir>, prepared: data::Prepared) -> Self {
+        let dataset = DatasetInfo::describe(&prepared);
+        Session {
             config,
-            tensors,
-            dataset: DatasetInfo::describe(&prepared),
+            store,
+            origin: Origin::here(&dataset),
+            dataset,
             test: prepared.split.test,
             models: Vec::new(),
             logits: Vec::new(),
             by_key: HashMap::new(),
             reused: 0,
-        })
+        }
     }
 
-    /// The index of the model `spec` describes, training it if it is new.
-    fn obtain(&mut self, spec: &ModelSpec, on_event: &mut dyn FnMut(Event)) -> Result<usize> {
+    /// The index of the model `spec` describes, from its artifact if intact,
+    /// else trained on `tensors` (and stored).
+    fn obtain(
+        &mut self,
+        tensors: &TrainData,
+        spec: &ModelSpec,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<usize> {
         let key = self.config.model_key(spec);
         if let Some(&index) = self.by_key.get(&key) {
             self.reused += 1;
             return Ok(index);
         }
-        let index = self.models.len();
-        let trained = train_model(
-            index,
+        // Held from the look-up to the save: a second process training the
+        // same model waits, then finds the artifact.
+        let _lock = self.store.map(|dir| dir.lock(&key)).transpose()?;
+        match self.stored(&key, spec) {
+            Ok(index) => {
+                on_event(Event::ModelReused(&self.models[index]));
+                return Ok(index);
+            }
+            Err(Unusable::Missing) => {}
+            Err(Unusable::Damaged(why) | Unusable::Mismatch(why)) => {
+                // Only a store holds artifacts, so only a store's can be unusable.
+                let path = self.store.map(|dir| dir.artifact_path(&key));
+                let path = path.unwrap_or_default();
+                eprintln!("{}: {why}; training that model again", path.display());
+            }
+        }
+        let mut trained = train_model(
+            self.models.len(),
             spec,
-            &self.tensors,
+            tensors,
             &self.config.model,
             &self.config.train,
             &mut || on_event(Event::EpochDone),
         )?;
-        let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
+        let model = ModelReport::new(
+            self.models.len(),
+            key.clone(),
+            spec,
+            &trained,
+            &self.dataset,
+        );
+        if let Some(dir) = self.store {
+            let artifact = Artifact {
+                key: key.clone(),
+                model: self.config.resolve(spec),
+                origin: self.origin.clone(),
+                accuracy: model.accuracy,
+                trained,
+            };
+            dir.save(&artifact)?;
+            trained = artifact.trained;
+        }
         on_event(Event::ModelDone(&model));
+        Ok(self.add(key, model, trained))
+    }
+
+    /// The index of model `key` read from its artifact, or why it cannot be.
+    fn stored(&mut self, key: &str, spec: &ModelSpec) -> Result<usize, Unusable> {
+        let artifact = match self.store {
+            Some(dir) => dir.load(key, &self.origin)?,
+            None => return Err(Unusable::Missing),
+        };
+        let index = self.models.len();
+        let model = ModelReport::new(index, key.into(), spec, &artifact.trained, &self.dataset);
+        Ok(self.add(key.into(), model, artifact.trained))
+    }
+
+    fn add(&mut self, key: String, model: ModelReport, trained: TrainedModel) -> usize {
+        let index = self.models.len();
         self.models.push(model);
         self.logits.push(trained.test_logits);
         self.by_key.insert(key, index);
-        Ok(index)
+        index
     }
 
     fn analyze(&self, members: &[usize]) -> Analysis {
@@ -110,13 +180,28 @@ impl<'a> Session<'a> {
         )
     }
 
-    fn execution(&self) -> Execution {
+    fn execution(&self, mode: &str) -> Execution {
         Execution {
             device: self.config.device.to_string(),
             intra_op_threads: self.config.threads,
             inter_op_threads: INTER_OP_THREADS,
-            mode: "sequential".into(),
+            mode: mode.into(),
         }
+    }
+
+    /// The run report over `members`, in that order.
+    fn report(self, members: &[usize], mode: &str) -> Report {
+        let analysis = self.analyze(members);
+        let execution = self.execution(mode);
+        let mut report = Report::build(
+            self.config.clone(),
+            execution,
+            self.dataset,
+            self.models,
+            analysis,
+        );
+        report.attach_pixels(&self.test);
+        report
     }
 }
 
@@ -133,27 +218,126 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
     Ok(())
 }
 
-/// Trains every model of `config` and builds the report; `on_event` hears of
-/// each epoch and model as it finishes (for progress output).
-pub fn run(config: RunConfig, on_event: &mut dyn FnMut(Event)) -> Result<Report> {
-    let mut session = Session::open(&config)?;
-    let mut members = Vec::with_capacity(config.models);
-    for index in 0..config.models {
-        // Every model is trained, even when nothing varies: that is the test.
-        let spec = config.model_spec(&config.vary, index, index);
-        members.push(session.obtain(&spec, on_event)?);
+/// The models of a run, in report order.
+pub fn run_plan(config: &RunConfig) -> Vec<ModelSpec> {
+    // Every model is trained, even when nothing varies: that is the test.
+    (0..config.models)
+        .map(|index| config.model_spec(&config.vary, index, index))
+        .collect()
+}
+
+/// Trains every model of `config` (reusing those stored in `store`) and
+/// builds the report; `on_event` hears of each epoch and model as it finishes
+/// (for progress output).
+pub fn run(
+    config: &RunConfig,
+    store: Option<&RunDir>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let (mut session, tensors) = Session::open(config, store)?;
+    if let Some(dir) = store {
+        // Written first, so `report DIR` can tell what an interrupted run lacks.
+        dir.write_plan(&Plan::new(
+            config.clone(),
+            session.origin.clone(),
+            run_plan(config),
+        ))?;
     }
-    let analysis = session.analyze(&members);
-    let execution = session.execution();
-    let Session {
-        dataset,
-        models,
-        test,
-        ..
-    } = session;
-    let mut report = Report::build(config, execution, dataset, models, analysis);
-    report.attach_pixels(&test);
-    Ok(report)
+    let members = run_plan(config)
+        .iter()
+        .map(|spec| session.obtain(&tensors, spec, on_event))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(session.report(&members, "sequential"))
+}
+
+/// The plan of a run, against the data as it is now.
+pub fn plan(config: &RunConfig) -> Result<Plan> {
+    let prepared = data::load(&config.data)?;
+    let origin = Origin::here(&DatasetInfo::describe(&prepared));
+    Ok(Plan::new(config.clone(), origin, run_plan(config)))
+}
+
+/// Trains model `index` of the plan in `dir` (or finds it already stored).
+pub fn train_planned(
+    dir: &RunDir,
+    plan: &Plan,
+    index: usize,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
+    let (mut session, tensors) = Session::open(&plan.config, Some(dir))?;
+    let differences = session.origin.differences(&plan.origin);
+    if !differences.is_empty() {
+        return Err(Error::RunDir {
+            path: dir.root().to_owned(),
+            message: format!(
+                "this machine differs from the plan: {}",
+                differences.join(", ")
+            ),
+        });
+    }
+    session.obtain(&tensors, &plan.models[index].spec, on_event)?;
+    Ok(())
+}
+
+/// The report over every planned model of `dir` with an intact artifact that
+/// matches the plan's data and libtorch, and one line per planned model that
+/// has none. Nothing is trained.
+pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
+    let prepared = data::load(&plan.config.data)?;
+    let mut session = Session::over(&plan.config, Some(dir), prepared);
+    // The artifacts are judged against the plan; the data here must be the plan's too.
+    let here = Origin {
+        libtorch: plan.origin.libtorch.clone(),
+        ..session.origin.clone()
+    };
+    let differences = here.differences(&plan.origin);
+    if !differences.is_empty() {
+        return Err(Error::RunDir {
+            path: dir.root().to_owned(),
+            message: format!(
+                "the data differs from the plan's: {}",
+                differences.join(", ")
+            ),
+        });
+    }
+    session.origin = plan.origin.clone();
+    let mut members = Vec::new();
+    let mut problems = Vec::new();
+    for planned in &plan.models {
+        let path = dir.artifact_path(&planned.key);
+        match session.stored(&planned.key, &planned.spec) {
+            Ok(index) => members.push(index),
+            Err(Unusable::Missing) => problems.push(format!(
+                "model {}: missing ({} does not exist)",
+                planned.index,
+                path.display()
+            )),
+            Err(Unusable::Damaged(why)) => problems.push(format!(
+                "model {}: {}: {why}",
+                planned.index,
+                path.display()
+            )),
+            Err(Unusable::Mismatch(why)) => problems.push(format!(
+                "model {}: {}: not combined, it differs from the plan: {why}",
+                planned.index,
+                path.display()
+            )),
+        }
+    }
+    if members.len() < 2 {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        return Err(Error::RunDir {
+            path: dir.root().to_owned(),
+            message: format!(
+                "only {} of the {} planned models have a usable artifact; a report needs at least 2",
+                members.len(),
+                plan.models.len()
+            ),
+        });
+    }
+    Ok((session.report(&members, "artifacts"), problems))
 }
 
 /// One audit group as planned: its models, or why it cannot run here.
@@ -227,16 +411,21 @@ pub fn distinct_audit_models(config: &AuditConfig) -> usize {
         .len()
 }
 
-/// Trains every planned group, reusing any model two groups share.
-pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<AuditReport> {
-    let mut session = Session::open(&config.control)?;
+/// Trains every planned group, reusing any model two groups share (and any
+/// stored in `store`).
+pub fn audit(
+    config: AuditConfig,
+    store: Option<&RunDir>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<AuditReport> {
+    let (mut session, tensors) = Session::open(&config.control, store)?;
     let mut groups = Vec::new();
     for planned in audit_plan(&config) {
         groups.push(match planned.models {
             Ok(specs) => {
                 let members = specs
                     .iter()
-                    .map(|spec| session.obtain(spec, on_event))
+                    .map(|spec| session.obtain(&tensors, spec, on_event))
                     .collect::<Result<Vec<_>>>()?;
                 let mut analysis = session.analyze(&members);
                 // The group the HTML page shows; pictures elsewhere would only bloat the JSON.
@@ -249,7 +438,11 @@ pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<Aud
         });
     }
     let reused = session.reused;
-    let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
+    let (execution, dataset, models) = (
+        session.execution("sequential"),
+        session.dataset,
+        session.models,
+    );
     Ok(AuditReport::build(
         config, execution, dataset, models, groups, reused,
     ))

@@ -32,6 +32,7 @@ impl Mode {
 pub struct Progress {
     mode: Mode,
     total: usize,
+    epochs: usize,
     bar: Option<ProgressBar>,
 }
 
@@ -49,7 +50,12 @@ impl Progress {
             );
             bar
         });
-        Progress { mode, total, bar }
+        Progress {
+            mode,
+            total,
+            epochs,
+            bar,
+        }
     }
 
     pub fn observe(&self, event: Event) {
@@ -59,18 +65,24 @@ impl Progress {
                     bar.inc(1);
                 }
             }
-            Event::ModelDone(model) => self.model_done(model),
+            Event::ModelDone(model) => self.model_done(model, "trained"),
+            Event::ModelReused(model) => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(self.epochs as u64);
+                }
+                self.model_done(model, "reused from its artifact");
+            }
         }
     }
 
-    fn model_done(&self, model: &ModelReport) {
+    fn model_done(&self, model: &ModelReport, how: &str) {
         match (&self.bar, self.mode) {
             (Some(bar), _) => {
                 // Short enough for an 80-column terminal: a wrapped bar redraws badly.
                 bar.set_message(format!("last model {:.2}%", model.accuracy * 100.0));
             }
             (None, Mode::Lines) => eprintln!(
-                "model {}: accuracy {:.2}%, {:.2} s ({}/{} trained)",
+                "model {}: accuracy {:.2}%, {:.2} s ({}/{} {how})",
                 model.index,
                 model.accuracy * 100.0,
                 model.train_seconds,

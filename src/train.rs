@@ -185,8 +185,11 @@ impl TrainData {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TrainedModel {
-    /// Row-major n_test × n_classes.
+    /// Row-major n_test × n_classes (in artifacts: the f32 LE bytes in hex, so
+    /// every bit, NaN included, survives).
+    #[serde(with = "crate::artifacts::f32_hex")]
     pub test_logits: Vec<f32>,
     pub weights_sha256: String,
     /// sha256 of the test logits as f32 LE: equal only if outputs are bitwise equal.

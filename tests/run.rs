@@ -301,7 +301,7 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
     fails_with(&["run", "--json", "/"], "error: --json: / is a directory");
     fails_with(
         &[],
-        "error: a subcommand is required (run, audit, gate or compare); see 'churn-audit --help'",
+        "error: a subcommand is required (run, audit, gate, compare, plan, train or report); see 'churn-audit --help'",
     );
 }
 
