@@ -148,6 +148,20 @@ fn reports_written_by_run_and_gate_match_the_schema() {
 }
 
 #[test]
+fn reports_combined_from_artifacts_match_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let fast = ["--seeds", "2", "--epochs", "1", "--threads", "1", "--quiet"];
+    stdout_json(
+        &[&["run"], &fast[..], &["--out", out, "--json", "-"]].concat(),
+        0,
+    );
+    let report = stdout_json(&["report", out, "--json", "-"], 0);
+    assert_eq!(report["execution"]["mode"], "artifacts");
+    assert_eq!(violations(&report), Vec::<String>::new());
+}
+
+#[test]
 fn an_unknown_or_missing_field_breaks_the_schema() {
     let text = std::fs::read_to_string(format!("{ROOT}/fixtures/reports/current.json")).unwrap();
     let report: Value = serde_json::from_str(&text).unwrap();

@@ -1,0 +1,516 @@
+//! Run directories under faults: killed runs resumed, damaged artifacts
+//! retrained, concurrent array tasks, read-only and full disks; and the
+//! plan → train → report fan-out against one process's report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const FAST: &[&str] = &["--epochs", "3", "--threads", "1", "--quiet"];
+
+fn churn_audit() -> Process {
+    Process::cargo_bin("churn-audit").unwrap()
+}
+
+fn output(args: &[&str]) -> Output {
+    churn_audit().args(args).output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn succeeds(args: &[&str]) -> Output {
+    let output = output(args);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    output
+}
+
+/// The JSON report of `run` (with `args` after the fast flags), without what
+/// may differ between two runs of the same models: training times and how
+/// the models were combined.
+fn comparable(output: &Output) -> Value {
+    let mut report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    report["execution"]
+        .as_object_mut()
+        .unwrap()
+        .remove("mode")
+        .unwrap();
+    for model in report["models"].as_array_mut().unwrap() {
+        model.as_object_mut().unwrap().remove("train_seconds");
+    }
+    report
+}
+
+fn run(args: &[&str]) -> Value {
+    comparable(&succeeds(
+        &[&["run"], FAST, args, &["--json", "-"]].concat(),
+    ))
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
+        .unwrap_or_default();
+    found.retain(|path| path.to_string_lossy().ends_with(suffix));
+    found.sort();
+    found
+}
+
+fn artifacts(dir: &Path) -> Vec<PathBuf> {
+    files(&dir.join("models"), ".artifact")
+}
+
+/// The artifact path of planned model `index`.
+fn planned(dir: &Path, index: usize) -> PathBuf {
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).unwrap()).unwrap();
+    let key = plan["models"][index]["key"].as_str().unwrap();
+    dir.join("models").join(format!("{key}.artifact"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether an artifact's header matches its payload (docs/cluster.md).
+fn intact(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = std::str::from_utf8(&bytes[..newline]).unwrap();
+    header
+        == format!(
+            "churn-audit artifact v1 sha256:{}",
+            hex(&Sha256::digest(&bytes[newline + 1..]))
+        )
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn killed_mid_training_a_run_resumes_to_the_uninterrupted_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // Slow enough that the kill lands while a later model trains.
+    let args = ["--seeds", "3", "--epochs", "60", "--out", path_arg(&out)];
+    let mut child = churn_audit()
+        .args(["run", "--threads", "1", "--quiet"])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while artifacts(&out).is_empty() {
+        assert!(Instant::now() < deadline, "no artifact after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let kept = artifacts(&out);
+    assert!(!kept.is_empty() && kept.len() < 3, "{kept:?}");
+    assert!(kept.iter().all(|path| intact(path)));
+
+    let resumed = run(&args);
+    assert_eq!(artifacts(&out).len(), 3);
+    let uninterrupted = run(&args[..4]);
+    assert_eq!(resumed, uninterrupted);
+}
+
+#[test]
+fn killed_between_writing_and_renaming_an_artifact_a_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat();
+    let crashed = churn_audit()
+        .args(&args)
+        .env("CHURN_AUDIT_DIE_BEFORE_RENAME", ".artifact")
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.code(), Some(137));
+    assert_eq!(artifacts(&out), Vec::<PathBuf>::new());
+    // The written, fsynced, never renamed file a crash leaves behind.
+    assert_eq!(files(&out.join("models"), ".tmp").len(), 1);
+
+    let resumed = comparable(&succeeds(&[&args[..], &["--json", "-"]].concat()));
+    assert_eq!(files(&out.join("models"), ".tmp"), Vec::<PathBuf>::new());
+    assert_eq!(resumed, run(&["--seeds", "2"]));
+}
+
+#[test]
+fn a_truncated_or_corrupt_artifact_is_detected_and_retrained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "4", "--out", path_arg(&out)]].concat();
+    let first = comparable(&succeeds(&[&args[..], &["--json", "-"]].concat()));
+    let (truncated, corrupt) = (planned(&out, 0), planned(&out, 2));
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let near_the_end = bytes.len() - 200;
+    bytes[near_the_end] ^= 1;
+    std::fs::write(&corrupt, &bytes).unwrap();
+
+    // `report` names both and leaves them out.
+    let reported = output(&["report", path_arg(&out), "--json", "-"]);
+    assert_eq!(reported.status.code(), Some(1));
+    let lines: Vec<String> = stderr(&reported).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with(&format!(
+        "model 0: {}: truncated or corrupt: its contents hash to ",
+        truncated.display()
+    )));
+    assert!(lines[1].starts_with(&format!(
+        "model 2: {}: truncated or corrupt",
+        corrupt.display()
+    )));
+    assert_eq!(
+        lines[2],
+        "incomplete: 2 of the 4 planned models are not in this report"
+    );
+
+    // A rerun retrains both, says so, and reports as before.
+    let rerun = succeeds(&[&args[..], &["--json", "-"]].concat());
+    let said = stderr(&rerun);
+    for path in [&truncated, &corrupt] {
+        assert!(
+            said.contains(&format!(
+                "{}: truncated or corrupt: its contents hash to ",
+                path.display()
+            )),
+            "{said}"
+        );
+    }
+    assert_eq!(said.matches("; training that model again").count(), 2);
+    assert_eq!(comparable(&rerun), first);
+    assert!(artifacts(&out).iter().all(|path| intact(path)));
+}
+
+/// Rewrites an artifact's payload with `edit` and gives it a matching header,
+/// as a file from another machine would have.
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, payload) = text.split_once('\n').unwrap();
+    let mut artifact: Value = serde_json::from_str(payload).unwrap();
+    edit(&mut artifact);
+    let payload = serde_json::to_string(&artifact).unwrap();
+    let header = hex(&Sha256::digest(payload.as_bytes()));
+    std::fs::write(
+        path,
+        format!("churn-audit artifact v1 sha256:{header}\n{payload}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn artifacts_from_another_libtorch_or_data_are_listed_not_combined() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "4", "--out", path_arg(&out)]].concat();
+    succeeds(&args);
+    let (other_torch, other_data) = (planned(&out, 1), planned(&out, 2));
+    let expected_torch = {
+        let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
+        let plan: Value = serde_json::from_str(&plan).unwrap();
+        plan["origin"]["libtorch"].as_str().unwrap().to_owned()
+    };
+    rewrite(&other_torch, |a| a["origin"]["libtorch"] = "2.0.0".into());
+    rewrite(&other_data, |a| a["origin"]["test_sha256"] = "ab12".into());
+
+    let reported = output(&["report", path_arg(&out), "--json", "-"]);
+    assert_eq!(reported.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&reported.stdout).unwrap();
+    assert_eq!(report["models"].as_array().unwrap().len(), 2);
+    let test_sha = report["dataset"]["test_sha256"].as_str().unwrap();
+    assert_eq!(
+        stderr(&reported),
+        format!(
+            "model 1: {}: not combined, it differs from the plan: libtorch 2.0.0 (expected {expected_torch})\n\
+             model 2: {}: not combined, it differs from the plan: test_sha256 ab12 (expected {test_sha})\n\
+             incomplete: 2 of the 4 planned models are not in this report\n",
+            other_torch.display(),
+            other_data.display()
+        )
+    );
+    // `run --out` trains them again with this machine's libtorch and data.
+    let rerun = succeeds(&args);
+    assert_eq!(
+        stderr(&rerun)
+            .matches("; training that model again")
+            .count(),
+        2
+    );
+    succeeds(&["report", path_arg(&out), "--json", "-"]);
+}
+
+#[test]
+fn plan_then_array_tasks_then_report_equals_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fanned");
+    let planned = succeeds(&[&["plan"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    assert_eq!(
+        String::from_utf8(planned.stdout).unwrap(),
+        format!(
+            "3 models planned in {0}; train model K with `churn-audit train --out {0} --index K` (K from 0 to 2), then `churn-audit report {0}`\n",
+            out.display()
+        )
+    );
+    let train = |index_from: (&str, &str)| {
+        let mut command = churn_audit();
+        command.args(["train", "--out", path_arg(&out)]);
+        for name in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
+            command.env_remove(name);
+        }
+        match index_from {
+            ("--index", k) => command.args(["--index", k]),
+            (variable, k) => command.env(variable, k),
+        };
+        command.output().unwrap()
+    };
+    let first = train(("SLURM_ARRAY_TASK_ID", "0"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stderr(&first).starts_with("model 0: accuracy "));
+    assert!(stderr(&first).ends_with(&format!("; stored in {}\n", planned_path(&out, 0))));
+    assert!(train(("JOB_COMPLETION_INDEX", "1")).status.success());
+    assert!(train(("--index", "2")).status.success());
+    let again = train(("--index", "2"));
+    assert_eq!(
+        stderr(&again),
+        format!(
+            "model 2: already trained ({}); nothing to do\n",
+            planned_path(&out, 2)
+        )
+    );
+
+    let reported = succeeds(&["report", path_arg(&out), "--json", "-"]);
+    let report: Value = serde_json::from_slice(&reported.stdout).unwrap();
+    assert_eq!(report["execution"]["mode"], "artifacts");
+    assert_eq!(comparable(&reported), run(&["--seeds", "3"]));
+}
+
+fn planned_path(dir: &Path, index: usize) -> String {
+    planned(dir, index).display().to_string()
+}
+
+#[test]
+fn train_names_a_missing_or_out_of_range_index_and_a_missing_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let fails = |extra: &[&str], env: Option<(&str, &str)>, message: String| {
+        let mut command = churn_audit();
+        command.args(["train", "--out", path_arg(&out)]).args(extra);
+        for name in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
+            command.env_remove(name);
+        }
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert_eq!(stderr(&output), format!("error: {message}\n"));
+    };
+    fails(
+        &["--index", "0"],
+        None,
+        format!(
+            "{}: no plan here; write one with `churn-audit plan ... --out {}`",
+            out.join("plan.json").display(),
+            out.display()
+        ),
+    );
+    succeeds(&[&["plan"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    fails(
+        &[],
+        None,
+        "--index: not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set"
+            .into(),
+    );
+    fails(
+        &[],
+        Some(("SLURM_ARRAY_TASK_ID", "2")),
+        "SLURM_ARRAY_TASK_ID: model 2 is out of range: the plan has 2 models (0 to 1)".into(),
+    );
+    std::fs::write(out.join("plan.json"), "{\"version\": 1").unwrap();
+    fails(
+        &["--index", "0"],
+        None,
+        format!(
+            "{}: not a churn-audit plan: EOF while parsing an object at line 1 column 13",
+            out.join("plan.json").display()
+        ),
+    );
+}
+
+#[test]
+fn two_trains_of_one_model_at_once_leave_one_intact_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let plan = ["--seeds", "2", "--epochs", "30", "--threads", "1"];
+    succeeds(&[&["plan"], &plan[..], &["--out", path_arg(&out)]].concat());
+    let spawn = || {
+        churn_audit()
+            .args(["train", "--index", "0", "--out", path_arg(&out)])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let said: Vec<String> = [a, b]
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "{}", stderr(&output));
+            stderr(&output)
+        })
+        .collect();
+    // One trained it; the other waited for it (or came after) and found it.
+    let trained = said.iter().filter(|s| s.contains("; stored in ")).count();
+    let reused = said.iter().filter(|s| s.contains("nothing to do")).count();
+    assert_eq!((trained, reused), (1, 1), "{said:?}");
+    assert_eq!(artifacts(&out), vec![planned(&out, 0)]);
+    assert!(intact(&planned(&out, 0)));
+    assert_eq!(files(&out.join("models"), ".tmp"), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn an_audit_resumes_from_its_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit");
+    let args = [
+        "audit",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--thread-counts",
+        "1",
+        "--json",
+        "-",
+        "--out",
+        path_arg(&out),
+    ];
+    let first = succeeds(&args);
+    let trained = artifacts(&out).len();
+    assert!(trained >= 6, "{trained} artifacts");
+    let second = churn_audit().args(args).output().unwrap();
+    assert!(second.status.success());
+    assert_eq!(second.stdout, first.stdout);
+    assert_eq!(
+        stderr(&second).matches("reused from its artifact").count(),
+        trained
+    );
+}
+
+/// Makes a directory unwritable, even for root (`chattr +i`), until dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Self> {
+        let done = Process::new("chattr").arg("+i").arg(dir).status();
+        done.is_ok_and(|status| status.success())
+            .then(|| Immutable(dir.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Process::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_run_directory_is_refused_before_training_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["run"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    let before: Vec<Vec<u8>> = artifacts(&out)
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    let models = out.join("models");
+    let Some(_guard) = Immutable::set(&models) else {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    };
+    let refused = output(&[&["run"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "error: --out: cannot write in {}: Operation not permitted (os error 1)\n",
+            models.display()
+        )
+    );
+    let after: Vec<Vec<u8>> = artifacts(&out)
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    assert_eq!(after, before);
+}
+
+/// A small tmpfs, so the disk fills up; unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        let done = Process::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status();
+        done.is_ok_and(|status| status.success())
+            .then(|| SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Process::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_keeps_earlier_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the plan and one digits artifact (about 30 KB), not two.
+    let Some(disk) = SmallDisk::mount(dir.path(), "48k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let out = disk.0.join("run");
+    let full = output(&[&["run"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    assert_eq!(full.status.code(), Some(2));
+    let kept = artifacts(&out);
+    assert_eq!(kept, vec![planned(&out, 0)]);
+    assert!(intact(&kept[0]));
+    assert_eq!(
+        stderr(&full),
+        format!(
+            "error: cannot write {}: No space left on device (os error 28)\n",
+            planned_path(&out, 1)
+        )
+    );
+    assert_eq!(files(&out.join("models"), ".tmp"), Vec::<PathBuf>::new());
+}
+
+/// The Slurm script and Kubernetes manifest docs/cluster.md shows are the
+/// files scripts/slurm-check runs and users copy.
+#[test]
+fn docs_show_the_job_files_verbatim() {
+    let read = |name: &str| std::fs::read_to_string(format!("{ROOT}/docs/{name}")).unwrap();
+    let guide = read("cluster.md");
+    for file in ["churn-audit.sbatch", "churn-audit-job.yaml"] {
+        assert!(
+            guide.contains(&read(file)),
+            "docs/cluster.md lacks docs/{file}"
+        );
+    }
+}
