@@ -136,6 +136,21 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Refuses `found`, the origin of what is here in `dir` (`what`), unless
+    /// it is the plan's.
+    pub fn require(&self, found: &Origin, dir: &Path, what: &str) -> Result<()> {
+        let differences = found.differences(&self.origin);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(Error::RunDir {
+            path: dir.to_owned(),
+            message: format!("{what} differs from the plan: {}", differences.join(", ")),
+        })
+    }
+}
+
 /// An exclusive flock on one model's lock file, released when dropped or
 /// when the process dies (kill -9 included), so it can never go stale.
 pub struct Lock {

@@ -265,16 +265,7 @@ pub fn train_planned(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let (mut session, tensors) = Session::open(&plan.config, Some(dir))?;
-    let differences = session.origin.differences(&plan.origin);
-    if !differences.is_empty() {
-        return Err(Error::RunDir {
-            path: dir.root().to_owned(),
-            message: format!(
-                "this machine differs from the plan: {}",
-                differences.join(", ")
-            ),
-        });
-    }
+    plan.require(&session.origin, dir.root(), "this machine")?;
     session.obtain(&tensors, &plan.models[index].spec, on_event)?;
     Ok(())
 }
@@ -290,16 +281,7 @@ pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
         libtorch: plan.origin.libtorch.clone(),
         ..session.origin.clone()
     };
-    let differences = here.differences(&plan.origin);
-    if !differences.is_empty() {
-        return Err(Error::RunDir {
-            path: dir.root().to_owned(),
-            message: format!(
-                "the data differs from the plan's: {}",
-                differences.join(", ")
-            ),
-        });
-    }
+    plan.require(&here, dir.root(), "the data here")?;
     session.origin = plan.origin.clone();
     let mut members = Vec::new();
     let mut problems = Vec::new();
