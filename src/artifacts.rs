@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{ResolvedModel, RunConfig};
 use crate::data::hex;
 use crate::error::{Error, Result};
-use crate::output::replace;
+use crate::output::{replace, temporary_sibling};
 use crate::report::{DatasetInfo, ToolInfo};
 use crate::train::{ModelSpec, TrainedModel};
 
@@ -180,7 +180,7 @@ impl RunDir {
             self.root.join(MODELS),
             self.root.join(LOCKS),
         ] {
-            let probe = dir.join(format!(".probe.{}", std::process::id()));
+            let probe = temporary_sibling(&dir.join(".probe"));
             let writable = fs::create_dir_all(&dir).and_then(|()| {
                 OpenOptions::new()
                     .write(true)

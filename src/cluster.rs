@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 
 /// Where an array task finds its index when `--index` is not given, in order.
-pub const INDEX_VARIABLES: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
+const INDEX_VARIABLES: [&str; 2] = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"];
 
 /// The model index a task trains: `given`, else the first index variable set
 /// in `env`; it must be below `planned`.

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Format, OutputArgs};
 use crate::error::{Error, Result};
@@ -184,7 +185,11 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 /// rename itself survives a power cut.
 pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = temporary_sibling(target);
-    let written = fs::File::create(&temporary)
+    // create_new: never truncate a file another writer is still filling.
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)
         .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
         .and_then(|()| {
             // Fault tests (tests/faults.rs) die here, as a kill -9 mid-write
@@ -218,9 +223,15 @@ fn resolve_links(path: &Path) -> PathBuf {
     fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
-fn temporary_sibling(path: &Path) -> PathBuf {
+/// `path` with a suffix no other writer picks: processes on machines sharing
+/// the directory can have the same pid (every Kubernetes pod's may be 1), so
+/// the clock's nanoseconds tell them apart.
+pub(crate) fn temporary_sibling(path: &Path) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(format!(".{}.{nanos:09}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
