@@ -12,6 +12,7 @@ pub mod config_file;
 pub mod data;
 pub mod error;
 pub mod gate;
+pub mod libtorch;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -10,6 +10,7 @@ use tch::{Device, Kind, TchError, Tensor};
 
 use crate::data::{hex, Split};
 use crate::error::{Error, Result};
+use crate::libtorch::{set_deterministic_kernels, Generator};
 use crate::loss;
 use crate::model::{Model, ModelConfig, Shape};
 use crate::randomness::{ModelSeeds, Stream};
@@ -81,29 +82,6 @@ impl DeviceChoice {
             }
         }
     }
-}
-
-extern "C" {
-    fn churn_audit_set_deterministic(enabled: i32) -> i32;
-    fn churn_audit_deterministic_algorithms() -> i32;
-}
-
-/// Switches libtorch's deterministic algorithms and cuDNN determinism together
-/// (through src/shim/determinism.cpp; tch exposes neither).
-pub fn set_deterministic_kernels(enabled: bool) -> Result<()> {
-    // SAFETY: plain C functions over libtorch's global context; no pointers cross.
-    let refused = unsafe { churn_audit_set_deterministic(i32::from(enabled)) } != 0;
-    if refused {
-        return Err(Error::Torch(TchError::Torch(format!(
-            "libtorch refused to set deterministic kernels to {enabled}"
-        ))));
-    }
-    Ok(())
-}
-
-pub fn deterministic_kernels() -> bool {
-    // SAFETY: as above.
-    unsafe { churn_audit_deterministic_algorithms() != 0 }
 }
 
 /// Everything that makes one model what it is, beyond the shared recipe.
@@ -183,6 +161,16 @@ impl TrainData {
             },
         })
     }
+
+    /// The rows `batch` names, as (features, labels) on the training device.
+    pub fn batch(&self, rows: &[u32]) -> Result<(Tensor, Tensor), TchError> {
+        let rows: Vec<i64> = rows.iter().map(|&row| i64::from(row)).collect();
+        let rows = Tensor::f_from_slice(&rows)?.f_to_device(self.device)?;
+        Ok((
+            self.train_x.f_index_select(0, &rows)?,
+            self.train_y.f_index_select(0, &rows)?,
+        ))
+    }
 }
 
 pub struct TrainedModel {
@@ -198,11 +186,135 @@ pub struct TrainedModel {
     pub seconds: f64,
 }
 
-/// Trains model `index` as `spec` says. libtorch's global generator is
-/// reseeded from the init seed right before the model is built and from the
-/// dropout seed right before the loop; the data order and the refresh
-/// subsample come from separate Rust streams, so nothing else can shift either
-/// libtorch draw.
+/// The order a model visits its training rows: a fresh permutation of them
+/// every epoch from the data-order stream, hashed as it goes.
+pub struct DataOrder {
+    rows: Vec<u32>,
+    stream: Stream,
+    visited: Sha256,
+}
+
+impl DataOrder {
+    pub fn new(spec: &ModelSpec, n_train: usize) -> Self {
+        let seeds = &spec.seeds;
+        DataOrder {
+            rows: training_rows(n_train, spec.refresh_fraction, seeds.data_refresh),
+            stream: Stream::new(seeds.data_order),
+            visited: Sha256::new(),
+        }
+    }
+
+    pub fn next_epoch(&mut self) -> Vec<u32> {
+        let order: Vec<u32> = self
+            .stream
+            .permutation(self.rows.len())
+            .into_iter()
+            .map(|position| self.rows[position as usize])
+            .collect();
+        for row in &order {
+            self.visited.update(row.to_le_bytes());
+        }
+        order
+    }
+
+    pub fn sha256(&self) -> String {
+        hex(&self.visited.clone().finalize())
+    }
+}
+
+/// One model in training: its parameters, optimiser and dropout generator.
+/// The init seed reaches libtorch's global generator right before the model
+/// is built (nothing else draws from it); dropout draws from the model's own
+/// generator, so learners stepped side by side cannot shift each other's
+/// masks. The data order is the caller's: learners may share batches.
+pub struct Learner {
+    index: usize,
+    store: nn::VarStore,
+    model: Model,
+    optimizer: nn::Optimizer,
+    dropout: Generator,
+    steps: u64,
+    started: Instant,
+}
+
+impl Learner {
+    pub fn new(
+        index: usize,
+        spec: &ModelSpec,
+        data: &TrainData,
+        model_config: &ModelConfig,
+        config: &TrainConfig,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        tch::set_num_threads(spec.threads as i32);
+        set_deterministic_kernels(spec.deterministic_kernels)?;
+        tch::manual_seed(spec.seeds.init as i64);
+        let store = nn::VarStore::new(data.device);
+        let model = Model::new(&store.root(), data.shape, model_config)?;
+        let optimizer = match config.optimizer {
+            OptimizerKind::Sgd => nn::Sgd {
+                momentum: config.momentum,
+                ..Default::default()
+            }
+            .build(&store, config.learning_rate)?,
+            OptimizerKind::Adam => nn::Adam::default().build(&store, config.learning_rate)?,
+        };
+        Ok(Learner {
+            index,
+            store,
+            model,
+            optimizer,
+            dropout: Generator::new(spec.seeds.dropout)?,
+            steps: 0,
+            started,
+        })
+    }
+
+    /// Training-mode logits (dropout on) for a batch.
+    pub fn forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
+        self.model.forward(xs, Some(&mut self.dropout))
+    }
+
+    pub fn step(&mut self, loss: &Tensor) {
+        self.optimizer.backward_step(loss);
+        self.steps += 1;
+    }
+
+    /// Fails once a loss is non-finite. Called once an epoch rather than every
+    /// step: a diverged model stays non-finite, and reading a scalar back
+    /// every step would cost a sync.
+    pub fn check_loss(&self, loss: &Tensor) -> Result<()> {
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Err(Error::Training {
+                model: self.index,
+                step: self.steps,
+                message: format!("loss became {value}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluation-mode logits (no dropout, no gradient) for `xs`, row-major.
+    pub fn logits(&self, xs: &Tensor) -> Result<Vec<f32>, TchError> {
+        let logits = tch::no_grad(|| self.model.forward(xs, None))?;
+        Vec::<f32>::try_from(logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)
+    }
+
+    pub fn finish(self, data: &TrainData, order: &DataOrder) -> Result<TrainedModel> {
+        let test_logits = self.logits(&data.test_x)?;
+        Ok(TrainedModel {
+            predictions_sha256: hex(&Sha256::digest(f32_bytes(&test_logits))),
+            test_logits,
+            weights_sha256: weights_sha256(&self.store)?,
+            data_order_sha256: order.sha256(),
+            steps: self.steps,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Trains model `index` alone, as `spec` says.
 pub fn train_model(
     index: usize,
     spec: &ModelSpec,
@@ -211,77 +323,26 @@ pub fn train_model(
     config: &TrainConfig,
     on_epoch: &mut dyn FnMut(),
 ) -> Result<TrainedModel> {
-    let started = Instant::now();
-    tch::set_num_threads(spec.threads as i32);
-    set_deterministic_kernels(spec.deterministic_kernels)?;
-    let seeds = &spec.seeds;
-    let rows = training_rows(data.n_train, spec.refresh_fraction, seeds.data_refresh);
-
-    tch::manual_seed(seeds.init as i64);
-    let store = nn::VarStore::new(data.device);
-    let model = Model::new(&store.root(), data.shape, model_config)?;
-    let mut optimizer = match config.optimizer {
-        OptimizerKind::Sgd => nn::Sgd {
-            momentum: config.momentum,
-            ..Default::default()
-        }
-        .build(&store, config.learning_rate)?,
-        OptimizerKind::Adam => nn::Adam::default().build(&store, config.learning_rate)?,
-    };
-
-    tch::manual_seed(seeds.dropout as i64);
-    let mut order_stream = Stream::new(seeds.data_order);
-    let mut order_hash = Sha256::new();
-    let mut steps = 0u64;
+    let mut learner = Learner::new(index, spec, data, model_config, config)?;
+    let mut order = DataOrder::new(spec, data.n_train);
     for _epoch in 0..config.epochs {
-        let order: Vec<u32> = order_stream
-            .permutation(rows.len())
-            .into_iter()
-            .map(|position| rows[position as usize])
-            .collect();
-        for row in &order {
-            order_hash.update(row.to_le_bytes());
-        }
         let mut last_loss = None;
-        for batch in order.chunks(config.batch_size) {
-            let batch: Vec<i64> = batch.iter().map(|&row| i64::from(row)).collect();
-            let batch = Tensor::f_from_slice(&batch)?.f_to_device(data.device)?;
-            let xs = data.train_x.f_index_select(0, &batch)?;
-            let ys = data.train_y.f_index_select(0, &batch)?;
-            let logits = model.forward(&xs, true)?;
+        for batch in order.next_epoch().chunks(config.batch_size) {
+            let (xs, ys) = data.batch(batch)?;
+            let logits = learner.forward(&xs)?;
             let loss = match config.mitigation {
                 Mitigation::None => loss::cross_entropy(&logits, &ys)?,
                 Mitigation::Entropy { weight } => loss::entropy_regularised(&logits, &ys, weight)?,
             };
-            optimizer.backward_step(&loss);
-            steps += 1;
+            learner.step(&loss);
             last_loss = Some(loss);
         }
-        // Checked once an epoch rather than every step: a diverged model stays
-        // non-finite, and reading a scalar back every step would cost a sync.
         if let Some(loss) = last_loss {
-            let value = loss.f_double_value(&[])?;
-            if !value.is_finite() {
-                return Err(Error::Training {
-                    model: index,
-                    step: steps,
-                    message: format!("loss became {value}"),
-                });
-            }
+            learner.check_loss(&loss)?;
         }
         on_epoch();
     }
-
-    let logits = tch::no_grad(|| model.forward(&data.test_x, false))?;
-    let test_logits = Vec::<f32>::try_from(logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)?;
-    Ok(TrainedModel {
-        predictions_sha256: hex(&Sha256::digest(f32_bytes(&test_logits))),
-        test_logits,
-        weights_sha256: weights_sha256(&store)?,
-        data_order_sha256: hex(&order_hash.finalize()),
-        steps,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    learner.finish(data, &order)
 }
 
 /// How many of `n_train` rows a refreshed model keeps: round(fraction · n).
@@ -350,13 +411,5 @@ mod tests {
         for device in [DeviceChoice::Cpu, DeviceChoice::Cuda(2)] {
             assert_eq!(DeviceChoice::try_from(device.to_string()), Ok(device));
         }
-    }
-
-    #[test]
-    fn determinism_shim_switches_libtorch() {
-        set_deterministic_kernels(true).unwrap();
-        assert!(deterministic_kernels());
-        set_deterministic_kernels(false).unwrap();
-        assert!(!deterministic_kernels());
     }
 }
