@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod randomness;
 pub mod report;
+pub mod saved_model;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -85,9 +85,17 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
-    let report = pipeline::run(config, &mut |event| progress.observe(event));
+    let files = model_files(&args.common);
+    let report = pipeline::run(config, &files, &mut |event| progress.observe(event));
     progress.finish();
     finish(report?, &args.checks, baseline.as_ref(), &outputs)
+}
+
+fn model_files(args: &CommonArgs) -> pipeline::ModelFiles {
+    pipeline::ModelFiles {
+        anchor: args.anchor.clone(),
+        save_models: args.save_models.clone(),
+    }
 }
 
 /// Trains the audit's groups, reports and gates them; red flags alone do not
@@ -98,7 +106,8 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let config = AuditConfig::from_args(args)?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
-    let report = pipeline::audit(config, &mut |event| progress.observe(event));
+    let files = model_files(&args.common);
+    let report = pipeline::audit(config, &files, &mut |event| progress.observe(event));
     progress.finish();
     let mut report = report?;
     if let Some(judged) = Judged::audit(&report) {
@@ -132,18 +141,28 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
 
 /// Informational: exits 0 whatever moved (gate a report to fail a build).
 fn compare(args: &CompareArgs) -> Result<bool, Error> {
-    let (baseline, candidate) = (json::load(&args.baseline)?, json::load(&args.candidate)?);
-    let name = |path: &std::path::Path| path.display().to_string();
-    let comparison = compare::compare(
-        &name(&args.baseline),
-        &baseline,
-        &name(&args.candidate),
-        &candidate,
-    )?;
+    let paths: Vec<&std::path::PathBuf> = std::iter::once(&args.baseline)
+        .chain(&args.candidates)
+        .collect();
+    let reports = paths
+        .iter()
+        .map(|path| json::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let comparisons = (1..reports.len())
+        .map(|i| compare::compare(&names[0], &reports[0], &names[i], &reports[i]))
+        .collect::<Result<Vec<_>, _>>()?;
     output::write_stdout(&if args.json {
-        comparison.to_json()
+        compare::to_json(&comparisons)
+    } else if args.markdown {
+        let named: Vec<(&str, &Report)> = names.iter().map(String::as_str).zip(&reports).collect();
+        compare::render_markdown(&named, &comparisons)
     } else {
-        comparison.render_table()
+        comparisons
+            .iter()
+            .map(|c| c.render_table())
+            .collect::<Vec<_>>()
+            .join("\n")
     })?;
     Ok(true)
 }

@@ -1,17 +1,28 @@
 //! Runs and audits, end to end: config → data → train → predictions → metrics → report.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Once;
 
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::metrics::analysis::{analyze, Analysis};
+use crate::metrics::anchor::analyze_anchor;
+use crate::metrics::churn::mean_pairwise_churn;
+use crate::metrics::stats::summarize_shares;
+use crate::metrics::{predict, Prediction};
 use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
-use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
+use crate::report::{
+    self, AnchorReport, CodistillPeer, CodistillReport, DatasetInfo, Execution, ModelReport, Report,
+};
+use crate::saved_model::{self, Anchor, ModelId};
+use crate::train::{
+    refresh_keep, train_codistilled, train_model, AnchorTargets, DeviceChoice, Mitigation,
+    ModelSpec, TrainData,
+};
 
 /// What training reports as it goes, for progress output.
 pub enum Event<'a> {
@@ -29,10 +40,20 @@ fn pin_inter_op_threads() {
     PINNED.call_once(|| tch::set_num_interop_threads(INTER_OP_THREADS as i32));
 }
 
+/// What a run or audit reads and writes besides its config and reports.
+#[derive(Clone, Debug, Default)]
+pub struct ModelFiles {
+    /// A previous model (or its predictions) to measure against and, with
+    /// `--mitigate anchor`, to distil toward.
+    pub anchor: Option<PathBuf>,
+    /// Where every trained model is saved.
+    pub save_models: Option<PathBuf>,
+}
+
 /// The data, once, and every model trained so far, keyed so that a model
 /// asked for twice (same recipe, same spec) is trained once.
-struct Session<'a> {
-    config: &'a RunConfig,
+struct Session {
+    config: RunConfig,
     tensors: TrainData,
     dataset: DatasetInfo,
     /// The decoded test set, for the pictures of flipped examples.
@@ -41,10 +62,15 @@ struct Session<'a> {
     logits: Vec<Vec<f32>>,
     by_key: HashMap<String, usize>,
     reused: usize,
+    anchor: Option<Anchor>,
+    anchor_targets: Option<AnchorTargets>,
+    save_models: Option<PathBuf>,
+    /// Co-distillation's other members of each model's run.
+    peers: Vec<CodistillPeer>,
 }
 
-impl<'a> Session<'a> {
-    fn open(config: &'a RunConfig) -> Result<Self> {
+impl Session {
+    fn open(mut config: RunConfig, files: &ModelFiles) -> Result<Self> {
         pin_inter_op_threads();
         let device = config.device.resolve()?;
         let prepared = data::load(&config.data)?;
@@ -60,19 +86,46 @@ impl<'a> Session<'a> {
             ));
         }
         check_refresh(config.refresh_fraction, split.train.len())?;
+        if let Some(dir) = &files.save_models {
+            saved_model::check_directory(dir)?;
+        }
+        let dataset = DatasetInfo::describe(&prepared);
+        let anchor = files
+            .anchor
+            .as_deref()
+            .map(|path| saved_model::load_anchor(path, &tensors, &dataset))
+            .transpose()?;
+        let mut anchor_targets = None;
+        if let (Mitigation::Anchor { anchor_sha256, .. }, Some(anchor)) =
+            (&mut config.train.mitigation, &anchor)
+        {
+            // The anchor is part of the recipe: another anchor, another model.
+            anchor_sha256.clone_from(&anchor.info.sha256);
+            anchor_targets = Some(AnchorTargets::new(
+                &anchor.train_probabilities,
+                &tensors,
+                &config.train.mitigation,
+            )?);
+        }
         Ok(Session {
             config,
             tensors,
-            dataset: DatasetInfo::describe(&prepared),
+            dataset,
             test: prepared.split.test,
             models: Vec::new(),
             logits: Vec::new(),
             by_key: HashMap::new(),
             reused: 0,
+            anchor,
+            anchor_targets,
+            save_models: files.save_models.clone(),
+            peers: Vec::new(),
         })
     }
 
     /// The index of the model `spec` describes, training it if it is new.
+    /// With co-distillation, `spec` is the first member of its run, trained
+    /// together with the others.
     fn obtain(&mut self, spec: &ModelSpec, on_event: &mut dyn FnMut(Event)) -> Result<usize> {
         let key = self.config.model_key(spec);
         if let Some(&index) = self.by_key.get(&key) {
@@ -80,14 +133,50 @@ impl<'a> Session<'a> {
             return Ok(index);
         }
         let index = self.models.len();
-        let trained = train_model(
-            index,
-            spec,
-            &self.tensors,
-            &self.config.model,
-            &self.config.train,
-            &mut || on_event(Event::EpochDone),
-        )?;
+        let config = &self.config;
+        let mut on_epoch = || on_event(Event::EpochDone);
+        let mut trained = match config.train.mitigation {
+            Mitigation::Codistill { k, .. } => {
+                let members = codistill_members(spec, k);
+                train_codistilled(
+                    index,
+                    &members,
+                    &self.tensors,
+                    &config.model,
+                    &config.train,
+                    &mut on_epoch,
+                )?
+            }
+            _ => vec![train_model(
+                index,
+                spec,
+                &self.tensors,
+                &config.model,
+                &config.train,
+                self.anchor_targets.as_ref(),
+                &mut on_epoch,
+            )?],
+        };
+        let peers = trained.split_off(1);
+        let trained = trained.pop().expect("a run trains at least one model");
+        if let Some(dir) = &self.save_models {
+            let id = ModelId {
+                index,
+                key: &key,
+                spec,
+            };
+            saved_model::save(dir, config, id, &trained, &self.tensors, &self.dataset)?;
+        }
+        for (member, peer) in (1..).zip(&peers) {
+            let seeds = spec.seeds.codistill_member(member as u64);
+            self.peers.push(CodistillPeer::new(
+                index,
+                member,
+                seeds,
+                peer,
+                &self.dataset,
+            ));
+        }
         let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
         on_event(Event::ModelDone(&model));
         self.models.push(model);
@@ -110,6 +199,52 @@ impl<'a> Session<'a> {
         )
     }
 
+    /// Each member model against the anchor, when there is one.
+    fn anchor_report(&self, members: &[usize]) -> Option<AnchorReport> {
+        let anchor = self.anchor.as_ref()?;
+        let anchor_predicted = predict(&anchor.test_probabilities, self.dataset.n_classes);
+        let models: Vec<(usize, &[Prediction])> = members
+            .iter()
+            .map(|&i| (i, self.models[i].predicted.as_slice()))
+            .collect();
+        Some(AnchorReport {
+            anchor: anchor.info.clone(),
+            analysis: analyze_anchor(
+                &anchor_predicted,
+                &models,
+                &self.dataset.test_labels,
+                derive_seed(self.config.base_seed, BOOTSTRAP_STREAM, 1),
+            ),
+        })
+    }
+
+    /// Churn within each co-distilled run (its members against each other),
+    /// when the mitigation is codistill.
+    fn codistill_report(&self, members: &[usize]) -> Option<CodistillReport> {
+        let Mitigation::Codistill { k, .. } = self.config.train.mitigation else {
+            return None;
+        };
+        let within_run: Vec<f64> = members
+            .iter()
+            .map(|&first| {
+                let mut run = vec![self.models[first].predicted.clone()];
+                run.extend(
+                    self.peers
+                        .iter()
+                        .filter(|peer| peer.run == first)
+                        .map(|peer| peer.predicted.clone()),
+                );
+                mean_pairwise_churn(&run)
+            })
+            .collect();
+        Some(CodistillReport {
+            k,
+            within_run_churn: summarize_shares(&within_run),
+            per_run: within_run,
+            peers: self.peers.clone(),
+        })
+    }
+
     fn execution(&self) -> Execution {
         Execution {
             device: self.config.device.to_string(),
@@ -118,6 +253,19 @@ impl<'a> Session<'a> {
             mode: "sequential".into(),
         }
     }
+}
+
+/// The members of the co-distilled run whose first member is `first`: the
+/// first keeps its own seeds (so at α = 0 it is the model trained without
+/// co-distillation), the others draw new init and dropout seeds from it
+/// (docs/randomness.md) and share its data order and training rows.
+fn codistill_members(first: &ModelSpec, k: usize) -> Vec<ModelSpec> {
+    (0..k)
+        .map(|member| ModelSpec {
+            seeds: first.seeds.codistill_member(member as u64),
+            ..first.clone()
+        })
+        .collect()
 }
 
 /// A refresh that keeps every row, or none, would make data-refresh models
@@ -135,23 +283,34 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
 
 /// Trains every model of `config` and builds the report; `on_event` hears of
 /// each epoch and model as it finishes (for progress output).
-pub fn run(config: RunConfig, on_event: &mut dyn FnMut(Event)) -> Result<Report> {
-    let mut session = Session::open(&config)?;
-    let mut members = Vec::with_capacity(config.models);
-    for index in 0..config.models {
+pub fn run(
+    config: RunConfig,
+    files: &ModelFiles,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Report> {
+    let mut session = Session::open(config, files)?;
+    let mut members = Vec::with_capacity(session.config.models);
+    for index in 0..session.config.models {
         // Every model is trained, even when nothing varies: that is the test.
-        let spec = config.model_spec(&config.vary, index, index);
+        let spec = session
+            .config
+            .model_spec(&session.config.vary, index, index);
         members.push(session.obtain(&spec, on_event)?);
     }
     let analysis = session.analyze(&members);
     let execution = session.execution();
+    let anchor = session.anchor_report(&members);
+    let codistill = session.codistill_report(&members);
     let Session {
+        config,
         dataset,
         models,
         test,
         ..
     } = session;
     let mut report = Report::build(config, execution, dataset, models, analysis);
+    report.anchor = anchor;
+    report.codistill = codistill;
     report.attach_pixels(&test);
     Ok(report)
 }
@@ -228,8 +387,12 @@ pub fn distinct_audit_models(config: &AuditConfig) -> usize {
 }
 
 /// Trains every planned group, reusing any model two groups share.
-pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<AuditReport> {
-    let mut session = Session::open(&config.control)?;
+pub fn audit(
+    config: AuditConfig,
+    files: &ModelFiles,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<AuditReport> {
+    let mut session = Session::open(config.control.clone(), files)?;
     let mut groups = Vec::new();
     for planned in audit_plan(&config) {
         groups.push(match planned.models {
@@ -248,8 +411,15 @@ pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<Aud
             Err(reason) => GroupReport::not_applicable(planned.source, reason),
         });
     }
-    let reused = session.reused;
-    let (execution, dataset, models) = (session.execution(), session.dataset, session.models);
+    let (reused, execution) = (session.reused, session.execution());
+    let Session {
+        config: control,
+        dataset,
+        models,
+        ..
+    } = session;
+    // The session's config holds what loading filled in (the anchor's hash).
+    let config = AuditConfig { control, ..config };
     Ok(AuditReport::build(
         config, execution, dataset, models, groups, reused,
     ))

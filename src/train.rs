@@ -120,7 +120,7 @@ pub struct TrainConfig {
 }
 
 /// A change to the training loss meant to reduce churn (docs/mitigations.md).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Mitigation {
     None,
@@ -128,6 +128,97 @@ pub enum Mitigation {
     Entropy {
         weight: f64,
     },
+    /// Each run trains `k` models on the same batches; after `burn_in` steps
+    /// each distils (weight `alpha`, temperature) toward the mean of the
+    /// others' current probabilities.
+    Codistill {
+        alpha: f64,
+        temperature: f64,
+        k: usize,
+        burn_in: usize,
+    },
+    /// Every model learns toward a previous model's probabilities.
+    Anchor {
+        method: AnchorMethod,
+        alpha: f64,
+        temperature: f64,
+        /// sha256 of the anchor's training and test probabilities (f32 LE):
+        /// what training depends on, wherever the anchor came from.
+        anchor_sha256: String,
+    },
+}
+
+impl std::fmt::Display for Mitigation {
+    /// As the report's tables show it, e.g. "codistill (α 0.5, T 1, k 2, burn-in 0 steps)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mitigation::None => f.write_str("none"),
+            Mitigation::Entropy { weight } => write!(f, "entropy (β {weight})"),
+            Mitigation::Codistill {
+                alpha,
+                temperature,
+                k,
+                burn_in,
+            } => write!(
+                f,
+                "codistill (α {alpha}, T {temperature}, k {k}, burn-in {burn_in} steps)"
+            ),
+            Mitigation::Anchor {
+                method: AnchorMethod::Distill,
+                alpha,
+                temperature,
+                ..
+            } => write!(f, "anchor distill (α {alpha}, T {temperature})"),
+            Mitigation::Anchor {
+                method: AnchorMethod::Rcp,
+                alpha,
+                ..
+            } => write!(f, "anchor rcp (α {alpha})"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorMethod {
+    /// (1−α)·CE + α·T²·KL(p_anchor,T ‖ p_T).
+    Distill,
+    /// Cross-entropy toward α·p_anchor + (1−α)·e_y where the anchor is right,
+    /// e_y elsewhere (Cormier et al., NeurIPS 2016).
+    Rcp,
+}
+
+/// The anchor as training uses it: one row per training example, on the
+/// training device.
+pub struct AnchorTargets {
+    /// Distill: the anchor's probabilities at the temperature. Rcp: the
+    /// targets themselves.
+    targets: Tensor,
+}
+
+impl AnchorTargets {
+    /// From the anchor's probabilities on the training set (row-major
+    /// n_train × n_classes), for `mitigation` (an anchor mitigation).
+    pub fn new(probabilities: &[f32], data: &TrainData, mitigation: &Mitigation) -> Result<Self> {
+        let Mitigation::Anchor {
+            method,
+            alpha,
+            temperature,
+            ..
+        } = mitigation
+        else {
+            unreachable!("anchor targets are built for the anchor mitigation only")
+        };
+        let classes = data.shape.n_classes as i64;
+        let p = Tensor::f_from_slice(probabilities)?
+            .f_reshape([-1, classes])?
+            .f_to_device(data.device)?;
+        let targets = match method {
+            AnchorMethod::Distill => loss::at_temperature(&p, *temperature)?,
+            AnchorMethod::Rcp => loss::rcp_targets(&p, &data.train_y, *alpha)?,
+        };
+        Ok(AnchorTargets { targets })
+    }
 }
 
 /// The split as tensors on the training device, built once and shared by
@@ -162,15 +253,36 @@ impl TrainData {
         })
     }
 
-    /// The rows `batch` names, as (features, labels) on the training device.
-    pub fn batch(&self, rows: &[u32]) -> Result<(Tensor, Tensor), TchError> {
+    /// The rows `rows` names, on the training device.
+    pub fn batch(&self, rows: &[u32]) -> Result<Batch, TchError> {
         let rows: Vec<i64> = rows.iter().map(|&row| i64::from(row)).collect();
         let rows = Tensor::f_from_slice(&rows)?.f_to_device(self.device)?;
-        Ok((
-            self.train_x.f_index_select(0, &rows)?,
-            self.train_y.f_index_select(0, &rows)?,
-        ))
+        Ok(Batch {
+            xs: self.train_x.f_index_select(0, &rows)?,
+            ys: self.train_y.f_index_select(0, &rows)?,
+            rows,
+        })
     }
+
+    /// Every training row, in order (for a model's probabilities on them).
+    pub fn train_features(&self) -> &Tensor {
+        &self.train_x
+    }
+
+    pub fn test_features(&self) -> &Tensor {
+        &self.test_x
+    }
+
+    pub fn n_train(&self) -> usize {
+        self.n_train
+    }
+}
+
+/// One optimisation step's examples: features, labels and their row numbers.
+pub struct Batch {
+    pub xs: Tensor,
+    pub ys: Tensor,
+    pub rows: Tensor,
 }
 
 pub struct TrainedModel {
@@ -184,6 +296,8 @@ pub struct TrainedModel {
     pub data_order_sha256: String,
     pub steps: u64,
     pub seconds: f64,
+    /// The trained model itself, for --save-models.
+    pub network: Network,
 }
 
 /// The order a model visits its training rows: a fresh permutation of them
@@ -222,15 +336,52 @@ impl DataOrder {
     }
 }
 
-/// One model in training: its parameters, optimiser and dropout generator.
-/// The init seed reaches libtorch's global generator right before the model
-/// is built (nothing else draws from it); dropout draws from the model's own
-/// generator, so learners stepped side by side cannot shift each other's
-/// masks. The data order is the caller's: learners may share batches.
-pub struct Learner {
-    index: usize,
+/// A model and its parameters, trained or loaded.
+pub struct Network {
     store: nn::VarStore,
     model: Model,
+}
+
+impl Network {
+    /// A fresh model whose initial weights come from `init_seed` alone: the
+    /// seed reaches libtorch's global generator right before the model is
+    /// built, and nothing else draws from it meanwhile.
+    pub fn new(init_seed: u64, data: &TrainData, config: &ModelConfig) -> Result<Self> {
+        tch::manual_seed(init_seed as i64);
+        let store = nn::VarStore::new(data.device);
+        let model = Model::new(&store.root(), data.shape, config)?;
+        Ok(Network { store, model })
+    }
+
+    /// Evaluation-mode logits (no dropout, no gradient) for `xs`, row-major.
+    pub fn logits(&self, xs: &Tensor) -> Result<Vec<f32>, TchError> {
+        let logits = tch::no_grad(|| self.model.forward(xs, None))?;
+        Vec::<f32>::try_from(logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)
+    }
+
+    pub fn weights_sha256(&self) -> Result<String, TchError> {
+        weights_sha256(&self.store)
+    }
+
+    /// Writes the parameters as safetensors (the path must end .safetensors).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), TchError> {
+        self.store.save(path)
+    }
+
+    /// Replaces the parameters with those in a safetensors file, which must
+    /// hold exactly this model's names and shapes.
+    pub fn load(&mut self, path: &std::path::Path) -> Result<(), TchError> {
+        self.store.load(path)
+    }
+}
+
+/// One model in training: its network, optimiser and dropout generator.
+/// Dropout draws from the model's own generator, so learners stepped side by
+/// side cannot shift each other's masks. The data order is the caller's:
+/// learners may share batches.
+pub struct Learner {
+    index: usize,
+    network: Network,
     optimizer: nn::Optimizer,
     dropout: Generator,
     steps: u64,
@@ -248,21 +399,20 @@ impl Learner {
         let started = Instant::now();
         tch::set_num_threads(spec.threads as i32);
         set_deterministic_kernels(spec.deterministic_kernels)?;
-        tch::manual_seed(spec.seeds.init as i64);
-        let store = nn::VarStore::new(data.device);
-        let model = Model::new(&store.root(), data.shape, model_config)?;
+        let network = Network::new(spec.seeds.init, data, model_config)?;
         let optimizer = match config.optimizer {
             OptimizerKind::Sgd => nn::Sgd {
                 momentum: config.momentum,
                 ..Default::default()
             }
-            .build(&store, config.learning_rate)?,
-            OptimizerKind::Adam => nn::Adam::default().build(&store, config.learning_rate)?,
+            .build(&network.store, config.learning_rate)?,
+            OptimizerKind::Adam => {
+                nn::Adam::default().build(&network.store, config.learning_rate)?
+            }
         };
         Ok(Learner {
             index,
-            store,
-            model,
+            network,
             optimizer,
             dropout: Generator::new(spec.seeds.dropout)?,
             steps: 0,
@@ -272,7 +422,7 @@ impl Learner {
 
     /// Training-mode logits (dropout on) for a batch.
     pub fn forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
-        self.model.forward(xs, Some(&mut self.dropout))
+        self.network.model.forward(xs, Some(&mut self.dropout))
     }
 
     pub fn step(&mut self, loss: &Tensor) {
@@ -295,23 +445,56 @@ impl Learner {
         Ok(())
     }
 
-    /// Evaluation-mode logits (no dropout, no gradient) for `xs`, row-major.
-    pub fn logits(&self, xs: &Tensor) -> Result<Vec<f32>, TchError> {
-        let logits = tch::no_grad(|| self.model.forward(xs, None))?;
-        Vec::<f32>::try_from(logits.f_to_device(Device::Cpu)?.f_flatten(0, -1)?)
-    }
-
     pub fn finish(self, data: &TrainData, order: &DataOrder) -> Result<TrainedModel> {
-        let test_logits = self.logits(&data.test_x)?;
+        let test_logits = self.network.logits(&data.test_x)?;
         Ok(TrainedModel {
             predictions_sha256: hex(&Sha256::digest(f32_bytes(&test_logits))),
             test_logits,
-            weights_sha256: weights_sha256(&self.store)?,
+            weights_sha256: self.network.weights_sha256()?,
             data_order_sha256: order.sha256(),
             steps: self.steps,
             seconds: self.started.elapsed().as_secs_f64(),
+            network: self.network,
         })
     }
+}
+
+/// The loss of one model's logits on `batch`, for every mitigation that
+/// needs nothing from other models in training.
+fn objective(
+    mitigation: &Mitigation,
+    logits: &Tensor,
+    batch: &Batch,
+    anchor: Option<&AnchorTargets>,
+) -> Result<Tensor> {
+    Ok(match (mitigation, anchor) {
+        (Mitigation::None, _) | (Mitigation::Codistill { .. }, _) => {
+            loss::cross_entropy(logits, &batch.ys)?
+        }
+        (Mitigation::Entropy { weight }, _) => {
+            loss::entropy_regularised(logits, &batch.ys, *weight)?
+        }
+        (
+            Mitigation::Anchor {
+                method,
+                alpha,
+                temperature,
+                ..
+            },
+            Some(anchor),
+        ) => {
+            let targets = anchor.targets.f_index_select(0, &batch.rows)?;
+            match method {
+                AnchorMethod::Distill => {
+                    loss::distillation(logits, &batch.ys, &targets, *alpha, *temperature)?
+                }
+                AnchorMethod::Rcp => loss::soft_cross_entropy(logits, &targets)?,
+            }
+        }
+        (Mitigation::Anchor { .. }, None) => {
+            unreachable!("the pipeline loads the anchor before training with it")
+        }
+    })
 }
 
 /// Trains model `index` alone, as `spec` says.
@@ -321,19 +504,17 @@ pub fn train_model(
     data: &TrainData,
     model_config: &ModelConfig,
     config: &TrainConfig,
+    anchor: Option<&AnchorTargets>,
     on_epoch: &mut dyn FnMut(),
 ) -> Result<TrainedModel> {
     let mut learner = Learner::new(index, spec, data, model_config, config)?;
     let mut order = DataOrder::new(spec, data.n_train);
     for _epoch in 0..config.epochs {
         let mut last_loss = None;
-        for batch in order.next_epoch().chunks(config.batch_size) {
-            let (xs, ys) = data.batch(batch)?;
-            let logits = learner.forward(&xs)?;
-            let loss = match config.mitigation {
-                Mitigation::None => loss::cross_entropy(&logits, &ys)?,
-                Mitigation::Entropy { weight } => loss::entropy_regularised(&logits, &ys, weight)?,
-            };
+        for rows in order.next_epoch().chunks(config.batch_size) {
+            let batch = data.batch(rows)?;
+            let logits = learner.forward(&batch.xs)?;
+            let loss = objective(&config.mitigation, &logits, &batch, anchor)?;
             learner.step(&loss);
             last_loss = Some(loss);
         }
@@ -343,6 +524,97 @@ pub fn train_model(
         on_epoch();
     }
     learner.finish(data, &order)
+}
+
+/// Co-distillation (Anil et al., 2018): the members of one run, one spec
+/// each, step in lockstep on the batches of the first member's data order.
+/// Once `burn_in` steps have passed, each member's loss is
+/// `loss::distillation` toward the mean of the other members' current
+/// probabilities at the temperature, taken from their training-mode logits
+/// and detached. Every member keeps its own init and dropout streams, so with
+/// α = 0 each trains bitwise as it would alone on those batches.
+pub fn train_codistilled(
+    first_index: usize,
+    members: &[ModelSpec],
+    data: &TrainData,
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    on_epoch: &mut dyn FnMut(),
+) -> Result<Vec<TrainedModel>> {
+    let Mitigation::Codistill {
+        alpha,
+        temperature,
+        burn_in,
+        ..
+    } = config.mitigation
+    else {
+        unreachable!("train_codistilled runs the codistill mitigation only")
+    };
+    let mut learners = members
+        .iter()
+        .enumerate()
+        .map(|(j, spec)| Learner::new(first_index + j, spec, data, model_config, config))
+        .collect::<Result<Vec<_>>>()?;
+    let mut order = DataOrder::new(&members[0], data.n_train);
+    let mut steps = 0usize;
+    for _epoch in 0..config.epochs {
+        let mut last_losses = Vec::new();
+        for rows in order.next_epoch().chunks(config.batch_size) {
+            let batch = data.batch(rows)?;
+            let logits = learners
+                .iter_mut()
+                .map(|learner| learner.forward(&batch.xs))
+                .collect::<Result<Vec<_>, _>>()?;
+            let teachers = if steps >= burn_in {
+                Some(peer_teachers(&logits, temperature)?)
+            } else {
+                None
+            };
+            last_losses.clear();
+            for (j, learner) in learners.iter_mut().enumerate() {
+                let loss = match &teachers {
+                    Some(teachers) => {
+                        loss::distillation(&logits[j], &batch.ys, &teachers[j], alpha, temperature)?
+                    }
+                    None => loss::cross_entropy(&logits[j], &batch.ys)?,
+                };
+                learner.step(&loss);
+                last_losses.push(loss);
+            }
+            steps += 1;
+        }
+        for (learner, loss) in learners.iter().zip(&last_losses) {
+            learner.check_loss(loss)?;
+        }
+        on_epoch();
+    }
+    learners
+        .into_iter()
+        .map(|learner| learner.finish(data, &order))
+        .collect()
+}
+
+/// For each member, the mean over the other members of their detached
+/// probabilities at `temperature`.
+fn peer_teachers(logits: &[Tensor], temperature: f64) -> Result<Vec<Tensor>, TchError> {
+    let probabilities = logits
+        .iter()
+        .map(|z| loss::softmax_at(&z.f_detach()?, temperature))
+        .collect::<Result<Vec<_>, _>>()?;
+    let peers = (probabilities.len() - 1) as f64;
+    (0..probabilities.len())
+        .map(|own| {
+            let mut others = probabilities
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != own)
+                .map(|(_, p)| p);
+            let first = others.next().expect("codistill has at least two members");
+            others
+                .try_fold(first.shallow_clone(), |sum, p| sum.f_add(p))?
+                .f_div_scalar(peers)
+        })
+        .collect()
 }
 
 /// How many of `n_train` rows a refreshed model keeps: round(fraction · n).
