@@ -349,40 +349,23 @@ fn mitigation_flags_without_their_mitigation_are_refused() {
 fn the_gate_judges_churn_against_the_anchor() {
     let (dir, _) = saved_models();
     let anchor = dir.path().join("model-0.json");
-    let anchor = anchor.to_str().unwrap();
-    let passing = churn_audit(
-        &[
+    let gated = |extra: &[&str], limit: &str| {
+        let args = [
             FAST,
-            &[
-                "--seeds",
-                "2",
-                "--anchor",
-                anchor,
-                "--max-churn-vs-anchor",
-                "0.9",
-            ],
+            &["--seeds", "2", "--max-churn-vs-anchor", limit],
+            extra,
         ]
-        .concat(),
-    );
+        .concat();
+        churn_audit(&args)
+    };
+    let with_anchor = ["--anchor", anchor.to_str().unwrap()];
+    let passing = gated(&with_anchor, "0.9");
     assert_eq!(passing.status.code(), Some(0), "{}", stderr(&passing));
-    let failing = churn_audit(
-        &[
-            FAST,
-            &[
-                "--seeds",
-                "2",
-                "--anchor",
-                anchor,
-                "--max-churn-vs-anchor",
-                "0",
-            ],
-        ]
-        .concat(),
-    );
+    let failing = gated(&with_anchor, "0");
     assert_eq!(failing.status.code(), Some(1));
     assert!(stderr(&failing)
         .contains("check failed: --max-churn-vs-anchor 0: mean churn against the anchor "));
-    let missing = churn_audit(&[FAST, &["--seeds", "2", "--max-churn-vs-anchor", "0.5"]].concat());
+    let missing = gated(&[], "0.5");
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(
         stderr(&missing),

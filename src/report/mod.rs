@@ -310,6 +310,16 @@ pub(crate) fn points(difference: f64) -> String {
     format!("{:+.2} pp", difference * 100.0)
 }
 
+/// "2.00% (95% CI 1.60% – 2.40%)", as the summary tables show a mean.
+fn mean_with_ci(mean: f64, ci95: Interval) -> String {
+    format!(
+        "{} (95% CI {} – {})",
+        percent(mean),
+        percent(ci95.low),
+        percent(ci95.high)
+    )
+}
+
 /// "value [low – high]", each shown by `show`.
 pub(crate) fn with_interval(show: fn(f64) -> String, value: f64, ci95: Interval) -> String {
     format!("{} [{} – {}]", show(value), show(ci95.low), show(ci95.high))
@@ -420,10 +430,8 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
         rows.push([
             "churn within runs".to_owned(),
             format!(
-                "mean {} (95% CI {} – {}) among the {} co-distilled models of each run; the churn above is between runs",
-                percent(within.mean),
-                percent(within.ci95.low),
-                percent(within.ci95.high),
+                "mean {} among the {} co-distilled models of each run; the churn above is between runs",
+                mean_with_ci(within.mean, within.ci95),
                 codistill.k
             ),
         ]);
@@ -433,10 +441,8 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
         rows.push([
             "churn vs anchor".to_owned(),
             format!(
-                "mean {} (95% CI {} – {}): good {} (anchor wrong, model right), bad {} (anchor right, model wrong); anchor accuracy {} ({})",
-                percent(a.churn.mean),
-                percent(a.churn.ci95.low),
-                percent(a.churn.ci95.high),
+                "mean {}: good {} (anchor wrong, model right), bad {} (anchor right, model wrong); anchor accuracy {} ({})",
+                mean_with_ci(a.churn.mean, a.churn.ci95),
                 percent(a.good_churn.mean),
                 percent(a.bad_churn.mean),
                 percent(a.anchor_accuracy),
