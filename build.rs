@@ -21,7 +21,7 @@ fn main() {
     // The libtorch root, found lexically rather than through "..": lib may be
     // a symlink whose physical parent is elsewhere.
     let root = linked_lib.parent().map(PathBuf::from).unwrap_or_default();
-    compile_determinism_shim(&root);
+    compile_shim(&root);
     let build_version = root.join("build-version");
     println!("cargo:rerun-if-changed={}", build_version.display());
     // Recorded in every report: runs are comparable only on the same libtorch.
@@ -31,9 +31,9 @@ fn main() {
     println!("cargo:rustc-env=CHURN_AUDIT_LIBTORCH_VERSION={version}");
 }
 
-/// Builds src/shim/determinism.cpp against the same libtorch headers torch-sys used.
-fn compile_determinism_shim(libtorch_root: &std::path::Path) {
-    println!("cargo:rerun-if-changed=src/shim/determinism.cpp");
+/// Builds src/shim/libtorch_ext.cpp against the same libtorch headers torch-sys used.
+fn compile_shim(libtorch_root: &std::path::Path) {
+    println!("cargo:rerun-if-changed=src/shim/libtorch_ext.cpp");
     let include = libtorch_root.join("include");
     cc::Build::new()
         .cpp(true)
@@ -44,6 +44,6 @@ fn compile_determinism_shim(libtorch_root: &std::path::Path) {
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("src/shim/determinism.cpp")
+        .file("src/shim/libtorch_ext.cpp")
         .compile("churn_audit_shim");
 }

@@ -26,7 +26,7 @@ use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::output::{replace, temporary_sibling};
 use crate::report::{DatasetInfo, ToolInfo};
-use crate::train::{ModelSpec, TrainedModel};
+use crate::train::{ModelSpec, Trained};
 
 const HEADER: &str = "churn-audit artifact v1 sha256:";
 const PLAN_VERSION: u32 = 1;
@@ -85,7 +85,9 @@ pub struct Artifact {
     /// Test accuracy, for whoever reads the file (reports recompute it from the logits).
     pub accuracy: f64,
     /// Test logits, weights and data-order hashes, steps and training time.
-    pub trained: TrainedModel,
+    pub trained: Trained,
+    /// With co-distillation, the other members of the model's run (member 1 on).
+    pub peers: Vec<Trained>,
 }
 
 /// Why an artifact cannot be used.

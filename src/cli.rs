@@ -43,8 +43,8 @@ pub enum Command {
     /// Judge an existing JSON report by the given checks (exit 1 when one fails).
     #[command(after_help = EXIT_CODES, allow_negative_numbers = true, args_override_self = true)]
     Gate(GateCommandArgs),
-    /// Compare two run reports over the same test set: churn, accuracy and its
-    /// spread, each change with a 95% interval and a verdict.
+    /// Compare run reports over the same test set with a baseline: churn,
+    /// accuracy and its spread, each change with a 95% interval and a verdict.
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
     /// Write the models of a run (same flags as run) to --out DIR/plan.json,
@@ -95,13 +95,17 @@ pub struct CompareArgs {
     #[arg(value_name = "BASELINE.json")]
     pub baseline: PathBuf,
 
-    /// The report after the change.
-    #[arg(value_name = "CANDIDATE.json")]
-    pub candidate: PathBuf,
+    /// The reports after the change, each compared with the baseline.
+    #[arg(value_name = "CANDIDATE.json", required = true)]
+    pub candidates: Vec<PathBuf>,
 
-    /// Print the comparison as JSON instead of a table.
-    #[arg(long)]
+    /// Print the comparisons as a JSON array instead of tables.
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+
+    /// Print one Markdown table over every report (as in docs/mitigations.md).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 impl Command {
@@ -175,6 +179,11 @@ pub struct GateArgs {
     #[arg(long, value_name = "D", value_parser = unit_interval, requires = "baseline")]
     pub max_churn_increase: Option<f64>,
 
+    /// Fail when the models' mean churn against the --anchor model is above A
+    /// (a run with --anchor, or a report of one).
+    #[arg(long, value_name = "A", value_parser = unit_interval)]
+    pub max_churn_vs_anchor: Option<f64>,
+
     /// What a check whose 95% interval straddles its threshold counts as.
     #[arg(long, value_enum, value_name = "VERDICT", default_value_t = InconclusivePolicy::Fail)]
     pub inconclusive: InconclusivePolicy,
@@ -187,6 +196,7 @@ impl GateArgs {
             || self.min_acc.is_some()
             || self.require_reproducible
             || self.max_churn_increase.is_some()
+            || self.max_churn_vs_anchor.is_some()
     }
 }
 
@@ -264,6 +274,14 @@ pub struct AuditArgs {
 pub enum MitigationKind {
     None,
     Entropy,
+    Codistill,
+    Anchor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnchorMethodArg {
+    Distill,
+    Rcp,
 }
 
 /// Flags shared by `run` and `audit`: the data, the recipe and the outputs.
@@ -346,10 +364,47 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = whole::<1, MAX_BATCH>)]
     pub batch_size: usize,
 
-    /// Churn mitigation: none, or entropy (adds --entropy-weight × the mean
-    /// prediction entropy to the loss).
+    /// Churn mitigation: none; entropy (adds --entropy-weight × the mean
+    /// prediction entropy to the loss); codistill (each run trains
+    /// --codistill-k models that distil from each other); anchor (distil
+    /// toward the --anchor model). See docs/mitigations.md.
     #[arg(long, value_enum, default_value_t = MitigationKind::None)]
     pub mitigate: MitigationKind,
+
+    /// Distillation weight α for codistill and anchor, in [0, 1] [default: 0.5].
+    #[arg(long, value_name = "ALPHA", value_parser = unit_interval)]
+    pub alpha: Option<f64>,
+
+    /// Distillation temperature T for codistill and anchor distill [default: 1].
+    #[arg(long, value_name = "T", value_parser = temperature)]
+    pub temperature: Option<f64>,
+
+    /// Models trained jointly per run by codistill [default: 2].
+    #[arg(long, value_name = "K", value_parser = whole::<2, MAX_CODISTILL>)]
+    pub codistill_k: Option<usize>,
+
+    /// Optimisation steps of plain training before codistill switches
+    /// distillation on [default: 0].
+    #[arg(long, value_name = "STEPS", value_parser = whole::<0, { usize::MAX }>)]
+    pub burn_in: Option<usize>,
+
+    /// A previous model (its .safetensors or .json from --save-models) or a
+    /// predictions file: every report then measures churn against it, and
+    /// --mitigate anchor distils toward it.
+    #[arg(long, value_name = "PATH")]
+    pub anchor: Option<PathBuf>,
+
+    /// How --mitigate anchor uses the anchor: distill (toward its
+    /// probabilities) or rcp (Cormier et al. 2016: toward α·p_anchor + (1−α)·e_y
+    /// where the anchor is right, the label elsewhere) [default: distill].
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub anchor_method: Option<AnchorMethodArg>,
+
+    /// Save every trained model to DIR: model-K.safetensors, its sidecar
+    /// model-K.json (config, data fingerprints, weights sha256) and
+    /// model-K.predictions.json (probabilities on the training and test sets).
+    #[arg(long, value_name = "DIR")]
+    pub save_models: Option<PathBuf>,
 
     /// β for --mitigate entropy: positive penalises uncertain predictions;
     /// negative penalises confident ones (the "confidence penalty") [default: 0.1].
@@ -394,6 +449,8 @@ pub struct CommonArgs {
 // Upper bounds keep a typo from allocating without limit or spawning
 // thousands of threads; each is far above any sensible audit.
 const MAX_MODELS: usize = 256;
+const MAX_CODISTILL: usize = 16;
+const MAX_TEMPERATURE: f64 = 1e3;
 const MAX_THREADS: usize = 256;
 const MAX_WIDTH: usize = 65_536;
 const MAX_EPOCHS: usize = 100_000;
@@ -432,6 +489,16 @@ fn learning_rate(text: &str) -> Result<f64, String> {
     if value <= 0.0 || value > MAX_LEARNING_RATE {
         return Err(format!(
             "must be above 0 and at most {MAX_LEARNING_RATE:e}, got {text}"
+        ));
+    }
+    Ok(value)
+}
+
+fn temperature(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    if value <= 0.0 || value > MAX_TEMPERATURE {
+        return Err(format!(
+            "must be above 0 and at most {MAX_TEMPERATURE}, got {text}"
         ));
     }
     Ok(value)

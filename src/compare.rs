@@ -1,6 +1,6 @@
-//! `churn-audit compare BASELINE.json CANDIDATE.json`: did a change (a
+//! `churn-audit compare BASELINE.json CANDIDATE.json...`: did a change (a
 //! mitigation, a new recipe) move churn or accuracy, beyond what the intervals
-//! allow? Pure over two run reports, like the gate.
+//! allow? Pure over run reports, like the gate.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
@@ -17,6 +17,16 @@ pub enum Direction {
     Regressed,
     /// The interval of the change straddles zero.
     NoDetectableChange,
+}
+
+impl Direction {
+    pub fn words(self) -> &'static str {
+        match self {
+            Direction::Improved => "improved",
+            Direction::Regressed => "regressed",
+            Direction::NoDetectableChange => "no detectable change",
+        }
+    }
 }
 
 /// One metric in both reports and how it moved.
@@ -62,7 +72,7 @@ pub fn compare(
         ));
     }
     let (then, now) = (&baseline.analysis, &candidate.analysis);
-    let metrics = vec![
+    let mut metrics = vec![
         change(
             "mean pairwise churn",
             Better::Lower,
@@ -88,6 +98,18 @@ pub fn compare(
             ),
         ),
     ];
+    if let (Some(then_anchor), Some(now_anchor)) = (&baseline.anchor, &candidate.anchor) {
+        // Churn against two different anchors measures two different things.
+        if then_anchor.anchor.sha256 == now_anchor.anchor.sha256 {
+            let (then, now) = (&then_anchor.analysis.churn, &now_anchor.analysis.churn);
+            metrics.push(change(
+                "mean churn vs anchor",
+                Better::Lower,
+                (then.mean, then.ci95),
+                (now.mean, now.ci95),
+            ));
+        }
+    }
     Ok(Comparison {
         baseline: baseline_name.to_owned(),
         candidate: candidate_name.to_owned(),
@@ -145,12 +167,7 @@ impl Comparison {
                 with_interval(points, m.change, m.change_ci95),
                 m.relative_change
                     .map_or_else(|| "-".to_owned(), |r| format!("{:+.1}%", r * 100.0)),
-                match m.verdict {
-                    Direction::Improved => "improved",
-                    Direction::Regressed => "regressed",
-                    Direction::NoDetectableChange => "no detectable change",
-                }
-                .to_owned(),
+                m.verdict.words().to_owned(),
             ]);
         }
         format!(
@@ -160,10 +177,45 @@ impl Comparison {
             &self.test_sha256[..12]
         )
     }
+}
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a Comparison always serialises") + "\n"
+/// Every comparison as one JSON array, in candidate order.
+pub fn to_json(comparisons: &[Comparison]) -> String {
+    serde_json::to_string_pretty(comparisons).expect("a Comparison always serialises") + "\n"
+}
+
+/// One Markdown table over the baseline and every candidate: what each
+/// trained, its churn, the change against the baseline, churn against the
+/// anchor (where the reports have one), accuracy and training time.
+pub fn render_markdown(reports: &[(&str, &Report)], comparisons: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| report | mitigation | mean churn [95% CI] | change vs baseline [95% CI] | churn vs anchor [95% CI] | accuracy mean ± std | training time |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let changes = std::iter::once(None).chain(comparisons.iter().map(Some));
+    for (&(name, report), comparison) in reports.iter().zip(changes) {
+        let analysis = &report.analysis;
+        let change = comparison.map_or_else(String::new, |c| {
+            let churn = &c.metrics[0];
+            format!(
+                "{}: {}",
+                with_interval(points, churn.change, churn.change_ci95),
+                churn.verdict.words()
+            )
+        });
+        let anchor = report.anchor.as_ref().map_or_else(String::new, |a| {
+            with_interval(percent, a.analysis.churn.mean, a.analysis.churn.ci95)
+        });
+        let seconds: f64 = report.models.iter().map(|m| m.train_seconds).sum();
+        out += &format!(
+            "| {name} | {} | {} | {change} | {anchor} | {} ± {} | {seconds:.1} s |\n",
+            report.config.train.mitigation,
+            with_interval(percent, analysis.churn.mean, analysis.churn.ci95),
+            percent(analysis.accuracy.mean),
+            percent(analysis.accuracy.std),
+        );
     }
+    out
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::{AuditArgs, CommonArgs, MitigationKind, RunArgs};
+use crate::cli::{AnchorMethodArg, AuditArgs, CommonArgs, MitigationKind, RunArgs};
 use crate::data::source::DataSource;
 use crate::data::{hex, SplitSpec};
 use crate::error::{Error, Result};
 use crate::model::{ModelConfig, ModelKind};
 use crate::randomness::{ModelSeeds, Source};
-use crate::train::{DeviceChoice, Mitigation, ModelSpec, OptimizerKind, TrainConfig};
+use crate::train::{AnchorMethod, DeviceChoice, Mitigation, ModelSpec, OptimizerKind, TrainConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -54,6 +54,76 @@ pub struct DataConfig {
 
 /// β of `--mitigate entropy` when `--entropy-weight` is not given.
 const DEFAULT_ENTROPY_WEIGHT: f64 = 0.1;
+/// α of `--mitigate codistill` and `anchor` when `--alpha` is not given.
+const DEFAULT_ALPHA: f64 = 0.5;
+
+/// A mitigation's flag given without its mitigation would silently do
+/// nothing: refused instead.
+fn check_mitigation_flags(args: &CommonArgs) -> Result<()> {
+    use MitigationKind::{Anchor, Codistill, Entropy};
+    let given = [
+        (
+            "--entropy-weight",
+            args.entropy_weight.is_some(),
+            &[Entropy][..],
+            "entropy",
+        ),
+        (
+            "--alpha",
+            args.alpha.is_some(),
+            &[Codistill, Anchor][..],
+            "codistill or anchor",
+        ),
+        (
+            "--temperature",
+            args.temperature.is_some(),
+            &[Codistill, Anchor][..],
+            "codistill or anchor",
+        ),
+        (
+            "--codistill-k",
+            args.codistill_k.is_some(),
+            &[Codistill][..],
+            "codistill",
+        ),
+        (
+            "--burn-in",
+            args.burn_in.is_some(),
+            &[Codistill][..],
+            "codistill",
+        ),
+        (
+            "--anchor-method",
+            args.anchor_method.is_some(),
+            &[Anchor][..],
+            "anchor",
+        ),
+    ];
+    for (flag, present, mitigations, names) in given {
+        if present && !mitigations.contains(&args.mitigate) {
+            return Err(Error::usage(
+                flag,
+                format!("applies only with --mitigate {names}"),
+            ));
+        }
+    }
+    if args.mitigate == Anchor && args.anchor.is_none() {
+        return Err(Error::usage(
+            "--mitigate",
+            "anchor needs --anchor PATH (a model saved with --save-models, or a predictions file)",
+        ));
+    }
+    if args.mitigate == Anchor
+        && args.temperature.is_some()
+        && args.anchor_method == Some(AnchorMethodArg::Rcp)
+    {
+        return Err(Error::usage(
+            "--temperature",
+            "applies only to --anchor-method distill",
+        ));
+    }
+    Ok(())
+}
 
 /// What makes a model, beyond its spec: the part of the config every model of
 /// a run or audit shares.
@@ -81,12 +151,7 @@ impl RunConfig {
     }
 
     fn from_common(args: &CommonArgs, vary: BTreeSet<Source>) -> Result<Self> {
-        if args.entropy_weight.is_some() && args.mitigate != MitigationKind::Entropy {
-            return Err(Error::usage(
-                "--entropy-weight",
-                "applies only with --mitigate entropy",
-            ));
-        }
+        check_mitigation_flags(args)?;
         let default_learning_rate = match args.optimizer {
             OptimizerKind::Adam => 0.001,
             OptimizerKind::Sgd => 0.05,
@@ -123,6 +188,22 @@ impl RunConfig {
                     MitigationKind::None => Mitigation::None,
                     MitigationKind::Entropy => Mitigation::Entropy {
                         weight: args.entropy_weight.unwrap_or(DEFAULT_ENTROPY_WEIGHT),
+                    },
+                    MitigationKind::Codistill => Mitigation::Codistill {
+                        alpha: args.alpha.unwrap_or(DEFAULT_ALPHA),
+                        temperature: args.temperature.unwrap_or(1.0),
+                        k: args.codistill_k.unwrap_or(2),
+                        burn_in: args.burn_in.unwrap_or(0),
+                    },
+                    // The anchor's hash is filled in once the anchor is loaded.
+                    MitigationKind::Anchor => Mitigation::Anchor {
+                        method: match args.anchor_method.unwrap_or(AnchorMethodArg::Distill) {
+                            AnchorMethodArg::Distill => AnchorMethod::Distill,
+                            AnchorMethodArg::Rcp => AnchorMethod::Rcp,
+                        },
+                        alpha: args.alpha.unwrap_or(DEFAULT_ALPHA),
+                        temperature: args.temperature.unwrap_or(1.0),
+                        anchor_sha256: String::new(),
                     },
                 },
             },

@@ -43,8 +43,19 @@ pub enum Error {
     },
 
     /// libtorch refused an operation.
-    #[error("libtorch: {0}")]
+    #[error("libtorch: {}", torch_message(.0))]
     Torch(#[from] tch::TchError),
+}
+
+/// libtorch's message alone: its first line, without the C++ stack trace
+/// that follows it.
+pub fn torch_message(err: &tch::TchError) -> String {
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .strip_prefix("Internal torch error: ")
+        .unwrap_or(first)
+        .to_owned()
 }
 
 impl Error {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::GateArgs;
 use crate::error::{Error, Result};
 use crate::metrics::analysis::Reproducibility;
+use crate::metrics::anchor::MeanShare;
 use crate::metrics::churn::ChurnSummary;
 use crate::metrics::stats::{difference_interval, std_interval, Interval, Summary};
 use crate::report::audit::AuditReport;
@@ -53,6 +54,7 @@ pub enum Check {
     MinAcc,
     RequireReproducible,
     MaxChurnIncrease,
+    MaxChurnVsAnchor,
 }
 
 impl Check {
@@ -64,6 +66,7 @@ impl Check {
             Check::MinAcc => "--min-acc",
             Check::RequireReproducible => "--require-reproducible",
             Check::MaxChurnIncrease => "--max-churn-increase",
+            Check::MaxChurnVsAnchor => "--max-churn-vs-anchor",
         }
     }
 }
@@ -140,6 +143,8 @@ pub struct Judged<'a> {
     pub reproducibility: &'a Reproducibility,
     pub reproducibility_models: usize,
     pub test_sha256: &'a str,
+    /// Mean churn of the models against the --anchor, when there was one.
+    pub churn_vs_anchor: Option<&'a MeanShare>,
 }
 
 impl<'a> From<&'a Report> for Judged<'a> {
@@ -150,6 +155,7 @@ impl<'a> From<&'a Report> for Judged<'a> {
             reproducibility: &report.analysis.reproducibility,
             reproducibility_models: report.models.len(),
             test_sha256: &report.dataset.test_sha256,
+            churn_vs_anchor: report.anchor.as_ref().map(|anchor| &anchor.analysis.churn),
         }
     }
 }
@@ -170,6 +176,7 @@ impl<'a> Judged<'a> {
             reproducibility: &control.reproducibility,
             reproducibility_models: control_models,
             test_sha256: &report.dataset.test_sha256,
+            churn_vs_anchor: None,
         })
     }
 }
@@ -224,6 +231,23 @@ pub fn evaluate(
     }
     if let (Some(limit), Some(baseline)) = (args.max_churn_increase, baseline) {
         checks.push(churn_increase(&report, baseline, limit)?);
+    }
+    if let Some(limit) = args.max_churn_vs_anchor {
+        let Some(churn) = report.churn_vs_anchor else {
+            return Err(Error::usage(
+                "--max-churn-vs-anchor",
+                "the report has no anchor to judge against: run with --anchor PATH (audits have none)",
+            ));
+        };
+        checks.push(judge(
+            Check::MaxChurnVsAnchor,
+            Bound::Upper,
+            limit,
+            churn.mean,
+            churn.ci95,
+            "mean churn against the anchor",
+            percent,
+        ));
     }
     if checks.is_empty() {
         return Ok(None);

@@ -14,6 +14,7 @@ pub mod config_file;
 pub mod data;
 pub mod error;
 pub mod gate;
+pub mod libtorch;
 pub mod loss;
 pub mod metrics;
 pub mod model;
@@ -22,6 +23,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod randomness;
 pub mod report;
+pub mod saved_model;
 pub mod train;
 
 pub use error::{Error, Result};

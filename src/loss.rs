@@ -57,6 +57,51 @@ pub fn distillation(
         .f_add(&kl.f_mul_scalar(alpha * temperature * temperature)?)
 }
 
+/// softmax(z / T) of logits `z`.
+pub fn softmax_at(logits: &Tensor, temperature: f64) -> Result<Tensor, TchError> {
+    logits.f_div_scalar(temperature)?.f_softmax(-1, Kind::Float)
+}
+
+/// Probabilities `p` moved to temperature T: softmax(log p / T), ∝ p^(1/T).
+/// At T = 1 they are returned as they are.
+pub fn at_temperature(probabilities: &Tensor, temperature: f64) -> Result<Tensor, TchError> {
+    if temperature == 1.0 {
+        return Ok(probabilities.shallow_clone());
+    }
+    softmax_at(
+        &probabilities
+            .f_clamp_min(f64::from(f32::MIN_POSITIVE))?
+            .f_log()?,
+        temperature,
+    )
+}
+
+/// Cross-entropy of logits `[batch, classes]` against soft targets of the same shape.
+pub fn soft_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
+    targets
+        .f_detach()?
+        .f_mul(&logits.f_log_softmax(-1, Kind::Float)?)?
+        .f_sum_dim_intlist(-1, false, Kind::Float)?
+        .f_mean(Kind::Float)?
+        .f_neg()
+}
+
+/// The RCP targets of Cormier et al. (2016) from anchor probabilities
+/// `[n, classes]` and labels `[n]`: α·p + (1−α)·e_y on rows where the
+/// anchor's top class is the label, e_y elsewhere.
+pub fn rcp_targets(anchor: &Tensor, labels: &Tensor, alpha: f64) -> Result<Tensor, TchError> {
+    let classes = anchor.size()[1];
+    let one_hot = labels.f_one_hot(classes)?.f_to_kind(Kind::Float)?;
+    let right = anchor
+        .f_argmax(-1, false)?
+        .f_eq_tensor(labels)?
+        .f_unsqueeze(-1)?;
+    let blended = anchor
+        .f_mul_scalar(alpha)?
+        .f_add(&one_hot.f_mul_scalar(1.0 - alpha)?)?;
+    blended.f_where_self(&right, &one_hot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +177,39 @@ mod tests {
             .backward();
         assert!(logits.grad().defined());
         assert!(!teacher.grad().defined());
+    }
+
+    #[test]
+    fn rcp_blends_only_where_the_anchor_is_right() {
+        // Row 0: anchor says class 1 (right); row 1: anchor says class 0 (wrong).
+        let anchor = Tensor::from_slice(&[0.25f32, 0.75, 0.8, 0.2]).reshape([2, 2]);
+        let labels = Tensor::from_slice(&[1i64, 1]);
+        let targets = rcp_targets(&anchor, &labels, 0.4).unwrap();
+        let got = Vec::<f32>::try_from(targets.flatten(0, -1)).unwrap();
+        // 0.4·(¼, ¾) + 0.6·(0, 1) = (0.1, 0.9); the wrong row keeps e_y.
+        for (g, want) in got.iter().zip([0.1f32, 0.9, 0.0, 1.0]) {
+            close(f64::from(*g), f64::from(want));
+        }
+        // Against one-hot targets, soft cross-entropy is cross-entropy.
+        let (logits, labels) = batch();
+        let one_hot = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 1.0]).reshape([2, 2]);
+        close(
+            value(&soft_cross_entropy(&logits, &one_hot).unwrap()),
+            value(&cross_entropy(&logits, &labels).unwrap()),
+        );
+    }
+
+    #[test]
+    fn temperature_flattens_probabilities() {
+        let p = Tensor::from_slice(&[0.2f32, 0.8]).reshape([1, 2]);
+        // T = 2: ∝ (√0.2, √0.8) = (1/3, 2/3).
+        let flat = Vec::<f32>::try_from(at_temperature(&p, 2.0).unwrap().flatten(0, -1)).unwrap();
+        close(f64::from(flat[0]), 1.0 / 3.0);
+        close(f64::from(flat[1]), 2.0 / 3.0);
+        assert!(at_temperature(&p, 1.0).unwrap().equal(&p));
+        // softmax((0, ln 4) / 2) = (1/3, 2/3) too.
+        let logits = Tensor::from_slice(&[0.0f32, 4f32.ln()]).reshape([1, 2]);
+        let soft = Vec::<f32>::try_from(softmax_at(&logits, 2.0).unwrap().flatten(0, -1)).unwrap();
+        close(f64::from(soft[1]), 2.0 / 3.0);
     }
 }

@@ -91,11 +91,19 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let config = RunConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
-    let report = pipeline::run(&config, store.as_ref(), &mut |event| {
+    let files = model_files(&args.common);
+    let report = pipeline::run(config, &files, store.as_ref(), &mut |event| {
         progress.observe(event)
     });
     progress.finish();
     finish(report?, &args.checks, baseline.as_ref(), &outputs)
+}
+
+fn model_files(args: &CommonArgs) -> pipeline::ModelFiles {
+    pipeline::ModelFiles {
+        anchor: args.anchor.clone(),
+        save_models: args.save_models.clone(),
+    }
 }
 
 /// Trains the audit's groups, reports and gates them; red flags alone do not
@@ -107,7 +115,10 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let store = run_dir(&args.common)?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
-    let report = pipeline::audit(config, store.as_ref(), &mut |event| progress.observe(event));
+    let files = model_files(&args.common);
+    let report = pipeline::audit(config, &files, store.as_ref(), &mut |event| {
+        progress.observe(event)
+    });
     progress.finish();
     let mut report = report?;
     if let Some(judged) = Judged::audit(&report) {
@@ -122,6 +133,12 @@ fn run_dir(args: &CommonArgs) -> Result<Option<RunDir>, Error> {
     let Some(out) = &args.out else {
         return Ok(None);
     };
+    if args.save_models.is_some() {
+        return Err(Error::usage(
+            "--save-models",
+            "cannot be combined with --out: a model reused from its artifact has no network left to save",
+        ));
+    }
     let dir = RunDir::at(out);
     dir.prepare()?;
     Ok(Some(dir))
@@ -140,6 +157,12 @@ fn plan(args: &RunArgs) -> Result<bool, Error> {
         return Err(Error::usage(
             "plan",
             "plan writes only DIR/plan.json; give checks and report outputs to `churn-audit report DIR`",
+        ));
+    }
+    if args.common.anchor.is_some() {
+        return Err(Error::usage(
+            "--anchor",
+            "plan cannot fan out a run with an anchor yet; `run --out DIR` takes one, and resumes too",
         ));
     }
     let config = RunConfig::from_args(args)?;
@@ -236,18 +259,28 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
 
 /// Informational: exits 0 whatever moved (gate a report to fail a build).
 fn compare(args: &CompareArgs) -> Result<bool, Error> {
-    let (baseline, candidate) = (json::load(&args.baseline)?, json::load(&args.candidate)?);
-    let name = |path: &std::path::Path| path.display().to_string();
-    let comparison = compare::compare(
-        &name(&args.baseline),
-        &baseline,
-        &name(&args.candidate),
-        &candidate,
-    )?;
+    let paths: Vec<&std::path::PathBuf> = std::iter::once(&args.baseline)
+        .chain(&args.candidates)
+        .collect();
+    let reports = paths
+        .iter()
+        .map(|path| json::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let comparisons = (1..reports.len())
+        .map(|i| compare::compare(&names[0], &reports[0], &names[i], &reports[i]))
+        .collect::<Result<Vec<_>, _>>()?;
     output::write_stdout(&if args.json {
-        comparison.to_json()
+        compare::to_json(&comparisons)
+    } else if args.markdown {
+        let named: Vec<(&str, &Report)> = names.iter().map(String::as_str).zip(&reports).collect();
+        compare::render_markdown(&named, &comparisons)
     } else {
-        comparison.render_table()
+        comparisons
+            .iter()
+            .map(|c| c.render_table())
+            .collect::<Vec<_>>()
+            .join("\n")
     })?;
     Ok(true)
 }

@@ -1,12 +1,14 @@
 //! Models, built inside a tch VarStore so their parameters can be listed by
 //! name (for the canonical weight hash) and optimised. Every initial weight is
 //! drawn from libtorch's global generator, which the caller has just seeded
-//! from the model's init seed; nothing here draws from anywhere else.
+//! from the model's init seed; dropout masks come from the model's own
+//! generator, passed to `forward` in training.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, TchError, Tensor};
 
 use crate::error::{Error, Result};
+use crate::libtorch::Generator;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -55,11 +57,16 @@ impl Model {
         }
     }
 
-    /// Logits for a batch of rows (n × n_inputs); `train` switches dropout on.
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    /// Logits for a batch of rows (n × n_inputs). Training passes the
+    /// generator dropout draws from; evaluation passes `None` (no dropout).
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        dropout: Option<&mut Generator>,
+    ) -> Result<Tensor, TchError> {
         match self {
-            Model::Mlp(mlp) => mlp.forward(xs, train),
-            Model::Cnn(cnn) => cnn.forward(xs, train),
+            Model::Mlp(mlp) => mlp.forward(xs, dropout),
+            Model::Cnn(cnn) => cnn.forward(xs, dropout),
         }
     }
 }
@@ -127,7 +134,11 @@ impl Mlp {
         }
     }
 
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        mut dropout: Option<&mut Generator>,
+    ) -> Result<Tensor, TchError> {
         let (last, hidden) = self
             .layers
             .split_last()
@@ -137,8 +148,8 @@ impl Mlp {
             activation = activation
                 .f_linear(&layer.ws, layer.bs.as_ref())?
                 .f_relu()?;
-            if self.dropout > 0.0 {
-                activation = activation.f_dropout(self.dropout, train)?;
+            if let (Some(generator), true) = (dropout.as_deref_mut(), self.dropout > 0.0) {
+                activation = generator.dropout(&activation, self.dropout)?;
             }
         }
         activation.f_linear(&last.ws, last.bs.as_ref())
@@ -196,7 +207,7 @@ impl Cnn {
         })
     }
 
-    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    fn forward(&self, xs: &Tensor, dropout: Option<&mut Generator>) -> Result<Tensor, TchError> {
         let mut maps = xs.f_view([-1, 1, self.image.0, self.image.1])?;
         for conv in &self.convs {
             maps = maps
@@ -211,7 +222,7 @@ impl Cnn {
                 .f_relu()?
                 .f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)?;
         }
-        self.head.forward(&maps.f_flatten(1, -1)?, train)
+        self.head.forward(&maps.f_flatten(1, -1)?, dropout)
     }
 }
 

@@ -168,7 +168,7 @@ pub fn write_stdout(text: &str) -> Result<()> {
 /// A regular file is replaced atomically (temp file, fsync, rename), so an
 /// earlier report survives any failure; through a symlink, the file it points
 /// to is replaced; a FIFO or device (/dev/stdout) is written in place.
-fn write_file(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     let failed = |source| Error::Output {
         path: path.to_owned(),
         source,

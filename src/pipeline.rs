@@ -3,6 +3,7 @@
 //! its artifact: reused when one is intact, stored when trained.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Once;
 
 use crate::artifacts::{Artifact, Origin, Plan, RunDir, Unusable};
@@ -10,11 +11,21 @@ use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::metrics::analysis::{analyze, Analysis};
+use crate::metrics::anchor::analyze_anchor;
+use crate::metrics::churn::mean_pairwise_churn;
+use crate::metrics::stats::summarize_shares;
+use crate::metrics::{predict, Prediction};
 use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
-use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData, TrainedModel};
+use crate::report::{
+    self, AnchorReport, CodistillPeer, CodistillReport, DatasetInfo, Execution, ModelReport, Report,
+};
+use crate::saved_model::{self, Anchor, ModelId};
+use crate::train::{
+    refresh_keep, train_codistilled, train_model, AnchorTargets, DeviceChoice, Mitigation,
+    ModelSpec, TrainData, Trained,
+};
 
 /// What training reports as it goes, for progress output.
 pub enum Event<'a> {
@@ -34,10 +45,20 @@ fn pin_inter_op_threads() {
     PINNED.call_once(|| tch::set_num_interop_threads(INTER_OP_THREADS as i32));
 }
 
+/// What a run or audit reads and writes besides its config and reports.
+#[derive(Clone, Debug, Default)]
+pub struct ModelFiles {
+    /// A previous model (or its predictions) to measure against and, with
+    /// `--mitigate anchor`, to distil toward.
+    pub anchor: Option<PathBuf>,
+    /// Where every trained model is saved.
+    pub save_models: Option<PathBuf>,
+}
+
 /// The data, once, and every model obtained so far, keyed so that a model
 /// asked for twice (same recipe, same spec) is trained once.
 struct Session<'a> {
-    config: &'a RunConfig,
+    config: RunConfig,
     /// Where artifacts are read and written, if anywhere.
     store: Option<&'a RunDir>,
     /// What an artifact must have been trained with to be used.
@@ -49,11 +70,21 @@ struct Session<'a> {
     logits: Vec<Vec<f32>>,
     by_key: HashMap<String, usize>,
     reused: usize,
+    anchor: Option<Anchor>,
+    anchor_targets: Option<AnchorTargets>,
+    save_models: Option<PathBuf>,
+    /// Co-distillation's other members of each model's run.
+    peers: Vec<CodistillPeer>,
 }
 
 impl<'a> Session<'a> {
-    /// A session that trains: the data and its tensors on the training device.
-    fn open(config: &'a RunConfig, store: Option<&'a RunDir>) -> Result<(Self, TrainData)> {
+    /// A session that trains: the data, its tensors on the training device,
+    /// and the anchor if there is one.
+    fn open(
+        mut config: RunConfig,
+        files: &ModelFiles,
+        store: Option<&'a RunDir>,
+    ) -> Result<(Self, TrainData)> {
         pin_inter_op_threads();
         let device = config.device.resolve()?;
         let prepared = data::load(&config.data)?;
@@ -69,27 +100,61 @@ impl<'a> Session<'a> {
             ));
         }
         check_refresh(config.refresh_fraction, split.train.len())?;
-        Ok((Self::over(config, store, prepared), tensors))
+        if let Some(dir) = &files.save_models {
+            saved_model::check_directory(dir)?;
+        }
+        let dataset = DatasetInfo::describe(&prepared);
+        let anchor = files
+            .anchor
+            .as_deref()
+            .map(|path| saved_model::load_anchor(path, &tensors, &dataset))
+            .transpose()?;
+        let mut anchor_targets = None;
+        if let (Mitigation::Anchor { anchor_sha256, .. }, Some(anchor)) =
+            (&mut config.train.mitigation, &anchor)
+        {
+            // The anchor is part of the recipe: another anchor, another model.
+            anchor_sha256.clone_from(&anchor.info.sha256);
+            anchor_targets = Some(AnchorTargets::new(
+                &anchor.train_probabilities,
+                &tensors,
+                &config.train.mitigation,
+            )?);
+        }
+        let mut session = Session::over(config, store, dataset, prepared.split.test);
+        session.anchor = anchor;
+        session.anchor_targets = anchor_targets;
+        session.save_models.clone_from(&files.save_models);
+        Ok((session, tensors))
     }
 
-    /// A session over `prepared` data that only reads artifacts (`report`).
-    fn over(config: &'a RunConfig, store: Option<&'a RunDir>, prepared: data::Prepared) -> Self {
-        let dataset = DatasetInfo::describe(&prepared);
+    /// A session over the data alone, that only reads artifacts (`report`).
+    fn over(
+        config: RunConfig,
+        store: Option<&'a RunDir>,
+        dataset: DatasetInfo,
+        test: Dataset,
+    ) -> Self {
         Session {
             config,
             store,
             origin: Origin::here(&dataset),
             dataset,
-            test: prepared.split.test,
+            test,
             models: Vec::new(),
             logits: Vec::new(),
             by_key: HashMap::new(),
             reused: 0,
+            anchor: None,
+            anchor_targets: None,
+            save_models: None,
+            peers: Vec::new(),
         }
     }
 
     /// The index of the model `spec` describes, from its artifact if intact,
-    /// else trained on `tensors` (and stored).
+    /// else trained on `tensors` (and stored). With co-distillation, `spec`
+    /// is the first member of its run, trained together with the others.
     fn obtain(
         &mut self,
         tensors: &TrainData,
@@ -117,34 +182,70 @@ impl<'a> Session<'a> {
                 eprintln!("{}: {why}; training that model again", path.display());
             }
         }
-        let mut trained = train_model(
-            self.models.len(),
-            spec,
-            tensors,
-            &self.config.model,
-            &self.config.train,
-            &mut || on_event(Event::EpochDone),
-        )?;
-        let model = ModelReport::new(
-            self.models.len(),
-            key.clone(),
-            spec,
-            &trained,
-            &self.dataset,
-        );
-        if let Some(dir) = self.store {
-            let artifact = Artifact {
-                key: key.clone(),
-                model: self.config.resolve(spec),
-                origin: self.origin.clone(),
-                accuracy: model.accuracy,
-                trained,
-            };
-            dir.save(&artifact)?;
-            trained = artifact.trained;
-        }
+        let index = self.models.len();
+        let (trained, peers) = self.train(index, &key, tensors, spec, on_event)?;
+        let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
+        let (trained, peers) = match self.store {
+            Some(dir) => {
+                let artifact = Artifact {
+                    key: key.clone(),
+                    model: self.config.resolve(spec),
+                    origin: self.origin.clone(),
+                    accuracy: model.accuracy,
+                    trained,
+                    peers,
+                };
+                dir.save(&artifact)?;
+                (artifact.trained, artifact.peers)
+            }
+            None => (trained, peers),
+        };
         on_event(Event::ModelDone(&model));
-        Ok(self.add(key, model, trained))
+        Ok(self.add(key, spec, model, trained, peers))
+    }
+
+    /// Trains model `index` (and its co-distilled peers), saving it for
+    /// --save-models.
+    fn train(
+        &self,
+        index: usize,
+        key: &str,
+        tensors: &TrainData,
+        spec: &ModelSpec,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(Trained, Vec<Trained>)> {
+        let config = &self.config;
+        let mut on_epoch = || on_event(Event::EpochDone);
+        let mut trained = match config.train.mitigation {
+            Mitigation::Codistill { k, .. } => {
+                let members = codistill_members(spec, k);
+                train_codistilled(
+                    index,
+                    &members,
+                    tensors,
+                    &config.model,
+                    &config.train,
+                    &mut on_epoch,
+                )?
+            }
+            _ => vec![train_model(
+                index,
+                spec,
+                tensors,
+                &config.model,
+                &config.train,
+                self.anchor_targets.as_ref(),
+                &mut on_epoch,
+            )?],
+        };
+        let peers = trained.split_off(1);
+        let trained = trained.pop().expect("a run trains at least one model");
+        if let Some(dir) = &self.save_models {
+            let id = ModelId { index, key, spec };
+            saved_model::save(dir, config, id, &trained, tensors, &self.dataset)?;
+        }
+        let peers = peers.into_iter().map(|peer| peer.result).collect();
+        Ok((trained.result, peers))
     }
 
     /// The index of model `key` read from its artifact, or why it cannot be.
@@ -155,11 +256,28 @@ impl<'a> Session<'a> {
         };
         let index = self.models.len();
         let model = ModelReport::new(index, key.into(), spec, &artifact.trained, &self.dataset);
-        Ok(self.add(key.into(), model, artifact.trained))
+        Ok(self.add(key.into(), spec, model, artifact.trained, artifact.peers))
     }
 
-    fn add(&mut self, key: String, model: ModelReport, trained: TrainedModel) -> usize {
+    fn add(
+        &mut self,
+        key: String,
+        spec: &ModelSpec,
+        model: ModelReport,
+        trained: Trained,
+        peers: Vec<Trained>,
+    ) -> usize {
         let index = self.models.len();
+        for (member, peer) in (1..).zip(&peers) {
+            let seeds = spec.seeds.codistill_member(member as u64);
+            self.peers.push(CodistillPeer::new(
+                index,
+                member,
+                seeds,
+                peer,
+                &self.dataset,
+            ));
+        }
         self.models.push(model);
         self.logits.push(trained.test_logits);
         self.by_key.insert(key, index);
@@ -180,6 +298,52 @@ impl<'a> Session<'a> {
         )
     }
 
+    /// Each member model against the anchor, when there is one.
+    fn anchor_report(&self, members: &[usize]) -> Option<AnchorReport> {
+        let anchor = self.anchor.as_ref()?;
+        let anchor_predicted = predict(&anchor.test_probabilities, self.dataset.n_classes);
+        let models: Vec<(usize, &[Prediction])> = members
+            .iter()
+            .map(|&i| (i, self.models[i].predicted.as_slice()))
+            .collect();
+        Some(AnchorReport {
+            anchor: anchor.info.clone(),
+            analysis: analyze_anchor(
+                &anchor_predicted,
+                &models,
+                &self.dataset.test_labels,
+                derive_seed(self.config.base_seed, BOOTSTRAP_STREAM, 1),
+            ),
+        })
+    }
+
+    /// Churn within each co-distilled run (its members against each other),
+    /// when the mitigation is codistill.
+    fn codistill_report(&self, members: &[usize]) -> Option<CodistillReport> {
+        let Mitigation::Codistill { k, .. } = self.config.train.mitigation else {
+            return None;
+        };
+        let within_run: Vec<f64> = members
+            .iter()
+            .map(|&first| {
+                let mut run = vec![self.models[first].predicted.clone()];
+                run.extend(
+                    self.peers
+                        .iter()
+                        .filter(|peer| peer.run == first)
+                        .map(|peer| peer.predicted.clone()),
+                );
+                mean_pairwise_churn(&run)
+            })
+            .collect();
+        Some(CodistillReport {
+            k,
+            within_run_churn: summarize_shares(&within_run),
+            per_run: within_run,
+            peers: self.peers.clone(),
+        })
+    }
+
     fn execution(&self, mode: &str) -> Execution {
         Execution {
             device: self.config.device.to_string(),
@@ -193,16 +357,27 @@ impl<'a> Session<'a> {
     fn report(self, members: &[usize], mode: &str) -> Report {
         let analysis = self.analyze(members);
         let execution = self.execution(mode);
-        let mut report = Report::build(
-            self.config.clone(),
-            execution,
-            self.dataset,
-            self.models,
-            analysis,
-        );
+        let anchor = self.anchor_report(members);
+        let codistill = self.codistill_report(members);
+        let mut report = Report::build(self.config, execution, self.dataset, self.models, analysis);
+        report.anchor = anchor;
+        report.codistill = codistill;
         report.attach_pixels(&self.test);
         report
     }
+}
+
+/// The members of the co-distilled run whose first member is `first`: the
+/// first keeps its own seeds (so at α = 0 it is the model trained without
+/// co-distillation), the others draw new init and dropout seeds from it
+/// (docs/randomness.md) and share its data order and training rows.
+fn codistill_members(first: &ModelSpec, k: usize) -> Vec<ModelSpec> {
+    (0..k)
+        .map(|member| ModelSpec {
+            seeds: first.seeds.codistill_member(member as u64),
+            ..first.clone()
+        })
+        .collect()
 }
 
 /// A refresh that keeps every row, or none, would make data-refresh models
@@ -230,20 +405,23 @@ pub fn run_plan(config: &RunConfig) -> Vec<ModelSpec> {
 /// builds the report; `on_event` hears of each epoch and model as it finishes
 /// (for progress output).
 pub fn run(
-    config: &RunConfig,
+    config: RunConfig,
+    files: &ModelFiles,
     store: Option<&RunDir>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Report> {
-    let (mut session, tensors) = Session::open(config, store)?;
+    let (mut session, tensors) = Session::open(config, files, store)?;
+    let specs = run_plan(&session.config);
     if let Some(dir) = store {
         // Written first, so `report DIR` can tell what an interrupted run lacks.
-        dir.write_plan(&Plan::new(
-            config.clone(),
+        let plan = Plan::new(
+            session.config.clone(),
             session.origin.clone(),
-            run_plan(config),
-        ))?;
+            specs.clone(),
+        );
+        dir.write_plan(&plan)?;
     }
-    let members = run_plan(config)
+    let members = specs
         .iter()
         .map(|spec| session.obtain(&tensors, spec, on_event))
         .collect::<Result<Vec<_>>>()?;
@@ -264,7 +442,8 @@ pub fn train_planned(
     index: usize,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
-    let (mut session, tensors) = Session::open(&plan.config, Some(dir))?;
+    let files = ModelFiles::default();
+    let (mut session, tensors) = Session::open(plan.config.clone(), &files, Some(dir))?;
     plan.require(&session.origin, dir.root(), "this machine")?;
     session.obtain(&tensors, &plan.models[index].spec, on_event)?;
     Ok(())
@@ -275,7 +454,8 @@ pub fn train_planned(
 /// has none. Nothing is trained.
 pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
     let prepared = data::load(&plan.config.data)?;
-    let mut session = Session::over(&plan.config, Some(dir), prepared);
+    let dataset = DatasetInfo::describe(&prepared);
+    let mut session = Session::over(plan.config.clone(), Some(dir), dataset, prepared.split.test);
     // The artifacts are judged against the plan; the data here must be the plan's too.
     let here = Origin {
         libtorch: plan.origin.libtorch.clone(),
@@ -397,10 +577,11 @@ pub fn distinct_audit_models(config: &AuditConfig) -> usize {
 /// stored in `store`).
 pub fn audit(
     config: AuditConfig,
+    files: &ModelFiles,
     store: Option<&RunDir>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<AuditReport> {
-    let (mut session, tensors) = Session::open(&config.control, store)?;
+    let (mut session, tensors) = Session::open(config.control.clone(), files, store)?;
     let mut groups = Vec::new();
     for planned in audit_plan(&config) {
         groups.push(match planned.models {
@@ -419,12 +600,15 @@ pub fn audit(
             Err(reason) => GroupReport::not_applicable(planned.source, reason),
         });
     }
-    let reused = session.reused;
-    let (execution, dataset, models) = (
-        session.execution("sequential"),
-        session.dataset,
-        session.models,
-    );
+    let (reused, execution) = (session.reused, session.execution("sequential"));
+    let Session {
+        config: control,
+        dataset,
+        models,
+        ..
+    } = session;
+    // The session's config holds what loading filled in (the anchor's hash).
+    let config = AuditConfig { control, ..config };
     Ok(AuditReport::build(
         config, execution, dataset, models, groups, reused,
     ))

@@ -125,6 +125,23 @@ impl ModelSeeds {
     }
 }
 
+impl ModelSeeds {
+    /// Member `member` of a co-distilled run whose first member has these
+    /// seeds: member 0 is the run's model itself; member j > 0 draws its init
+    /// and dropout seeds as derive_seed(first's seed, "codistill-init" or
+    /// "codistill-dropout", j) and shares the run's data order and refresh.
+    pub fn codistill_member(&self, member: u64) -> Self {
+        if member == 0 {
+            return *self;
+        }
+        ModelSeeds {
+            init: derive_seed(self.init, "codistill-init", member),
+            dropout: derive_seed(self.dropout, "codistill-dropout", member),
+            ..*self
+        }
+    }
+}
+
 /// A portable, explicitly named generator for the Rust-side streams. The
 /// ChaCha8 key is the seed as 8 little-endian bytes followed by 24 zero bytes.
 pub struct Stream(ChaCha8Rng);

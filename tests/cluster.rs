@@ -544,3 +544,50 @@ fn train_and_report_refuse_data_changed_since_the_plan() {
         stderr(&reported)
     );
 }
+
+#[test]
+fn a_co_distilled_run_fans_out_with_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fanned, resumed) = (dir.path().join("fanned"), dir.path().join("resumed"));
+    let recipe = [&["--seeds", "2", "--mitigate", "codistill"], FAST].concat();
+    succeeds(&[&["plan"], &recipe[..], &["--out", path_arg(&fanned)]].concat());
+    for index in ["0", "1"] {
+        succeeds(&["train", "-q", "--out", path_arg(&fanned), "--index", index]);
+    }
+    let reported = comparable(&succeeds(&["report", path_arg(&fanned), "--json", "-"]));
+    assert_eq!(reported["codistill"]["peers"].as_array().unwrap().len(), 2);
+    let one_process = [&["run"], &recipe[..], &["--json", "-"]].concat();
+    assert_eq!(reported, comparable(&succeeds(&one_process)));
+    let with_out = [&one_process[..], &["--out", path_arg(&resumed)]].concat();
+    let first = succeeds(&with_out);
+    assert_eq!(succeeds(&with_out).stdout, first.stdout);
+}
+
+#[test]
+fn what_cannot_go_through_artifacts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (args, message) in [
+        (
+            vec!["run", "--out", path_arg(&out), "--save-models", path_arg(dir.path())],
+            "error: --save-models: cannot be combined with --out: a model reused from its artifact has no network left to save\n",
+        ),
+        (
+            vec!["plan", "--out", path_arg(&out), "--anchor", "anchor.json"],
+            "error: --anchor: plan cannot fan out a run with an anchor yet; `run --out DIR` takes one, and resumes too\n",
+        ),
+        (
+            vec!["plan", "--out", path_arg(&out), "--max-churn", "0.1"],
+            "error: plan: plan writes only DIR/plan.json; give checks and report outputs to `churn-audit report DIR`\n",
+        ),
+        (
+            vec!["plan", "--seeds", "2"],
+            "error: --out: plan needs --out DIR, where plan.json and the artifacts go\n",
+        ),
+    ] {
+        let refused = output(&args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&refused), message);
+    }
+    assert!(!out.exists());
+}

@@ -24,7 +24,9 @@ fn churn_up_by_a_point_is_a_regression_and_accuracy_did_not_move() {
         "--json",
     ]);
     assert_eq!(output.status.code(), Some(0));
-    let comparison: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let comparisons: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(comparisons.as_array().unwrap().len(), 1);
+    let comparison = &comparisons[0];
     let churn = &comparison["metrics"][0];
     assert_eq!(churn["metric"], "mean pairwise churn");
     assert_eq!(churn["verdict"], "regressed");

@@ -46,7 +46,8 @@ fn the_schema_is_a_valid_draft_2020_12_schema() {
 }
 
 /// Every object the schema describes lists all its properties as required
-/// (except the report's gate and a flip's pixels, both optional) and admits
+/// (except the report's gate, anchor and codistill sections and a flip's
+/// pixels, all optional) and admits
 /// no others.
 #[test]
 fn every_object_in_the_schema_is_closed() {
@@ -67,7 +68,7 @@ fn every_object_in_the_schema_is_closed() {
                         .map(|r| r.as_str().unwrap())
                         .collect();
                     match path {
-                        "" => required.push("gate"),
+                        "" => required.extend(["gate", "anchor", "codistill"]),
                         "/properties/flips/items" => required.push("pixels"),
                         _ => {}
                     }
@@ -88,10 +89,11 @@ fn every_object_in_the_schema_is_closed() {
     walk(&schema(), "", &mut objects);
     // report, tool, config (+data, split, model, train), execution, dataset,
     // model (+seeds), accuracy, churn, unstable, reproducibility, flip, gate
-    // (+check), interval: 19; the data source's five formats, the two
+    // (+check), interval: 19; the data source's five formats, the four
     // mitigations, the dataset's two kinds of split and its preprocessing,
-    // pair, variation and its decomposition: 13 more.
-    assert_eq!(objects, 32);
+    // pair, variation and its decomposition: 15 more; anchor (+its source,
+    // model, mean share), codistill (+peer, peer seeds): 7 more.
+    assert_eq!(objects, 41);
 }
 
 #[test]
@@ -122,6 +124,45 @@ fn reports_written_by_run_and_gate_match_the_schema() {
     );
     assert_eq!(run["gate"]["checks"].as_array().unwrap().len(), 4);
     assert_eq!(violations(&run), Vec::<String>::new());
+
+    // Co-distilled, and measured against an anchor (a saved model of the first run).
+    let saved = tempfile::tempdir().unwrap();
+    let dir = saved.path().to_str().unwrap();
+    let fast = [
+        "run",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ];
+    stdout_json(
+        &[&fast[..], &["--save-models", dir, "--json", "-"]].concat(),
+        0,
+    );
+    let anchor = format!("{dir}/model-0.json");
+    let mitigated = stdout_json(
+        &[
+            &fast[..],
+            &[
+                "--mitigate",
+                "codistill",
+                "--anchor",
+                &anchor,
+                "--max-churn-vs-anchor",
+                "1",
+                "--json",
+                "-",
+            ],
+        ]
+        .concat(),
+        0,
+    );
+    assert_eq!(mitigated["codistill"]["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(mitigated["anchor"]["models"].as_array().unwrap().len(), 2);
+    assert_eq!(violations(&mitigated), Vec::<String>::new());
 
     let gated = stdout_json(
         &[

@@ -21,6 +21,16 @@ pub fn pair_churn(a: &[Prediction], b: &[Prediction]) -> f64 {
     differing as f64 / a.len() as f64
 }
 
+/// Mean churn over the distinct pairs of at least two models.
+pub fn mean_pairwise_churn(models: &[Vec<Prediction>]) -> f64 {
+    let n = models.len();
+    let total: f64 = (0..n)
+        .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
+        .map(|(i, j)| pair_churn(&models[i], &models[j]))
+        .sum();
+    total / (n * (n - 1) / 2) as f64
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChurnSummary {
     /// N×N, symmetric, zero diagonal.
@@ -50,7 +60,7 @@ pub fn churn_summary(models: &[Vec<Prediction>], bootstrap_seed: u64) -> ChurnSu
             pairs.push(churn);
         }
     }
-    let mean = pairs.iter().sum::<f64>() / pairs.len() as f64;
+    let mean = mean_pairwise_churn(models);
     let min = pairs.iter().copied().fold(f64::INFINITY, f64::min);
     let max = pairs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let ci95 = bootstrap_mean_churn(models, bootstrap_seed, BOOTSTRAP_REPLICATES);
@@ -100,10 +110,7 @@ pub fn bootstrap_mean_churn(models: &[Vec<Prediction>], seed: u64, replicates: u
         let drawn: Vec<usize> = (0..n_models)
             .map(|_| stream.below(n_models as u64) as usize)
             .collect();
-        weights.iter_mut().for_each(|w| *w = 0);
-        for _ in 0..n_examples {
-            weights[stream.below(n_examples as u64) as usize] += 1;
-        }
+        draw_example_weights(&mut stream, &mut weights);
         let mut total = 0.0;
         let mut pairs = 0usize;
         for i in 0..n_models {
@@ -122,8 +129,23 @@ pub fn bootstrap_mean_churn(models: &[Vec<Prediction>], seed: u64, replicates: u
             means.push(total / pairs as f64);
         }
     }
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[(q * (replicates - 1) as f64).round() as usize];
+    percentile_interval(means)
+}
+
+/// A bootstrap resample of the examples, as how many times each was drawn.
+pub(super) fn draw_example_weights(stream: &mut Stream, weights: &mut [u32]) {
+    let n = weights.len();
+    weights.iter_mut().for_each(|w| *w = 0);
+    for _ in 0..n {
+        weights[stream.below(n as u64) as usize] += 1;
+    }
+}
+
+/// The 2.5% and 97.5% percentiles of bootstrap replicates.
+pub(super) fn percentile_interval(mut replicates: Vec<f64>) -> Interval {
+    replicates.sort_by(f64::total_cmp);
+    let last = replicates.len() - 1;
+    let at = |q: f64| replicates[(q * last as f64).round() as usize];
     Interval {
         low: at(0.025),
         high: at(0.975),

@@ -3,6 +3,7 @@
 
 pub mod agreement;
 pub mod analysis;
+pub mod anchor;
 pub mod churn;
 pub mod stats;
 

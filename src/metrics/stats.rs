@@ -21,6 +21,17 @@ pub struct Summary {
     pub ci95: Interval,
 }
 
+/// Summary of at least two shares (each in [0, 1]), its interval clipped to
+/// [0, 1]: with few values the t interval can reach past either end.
+pub fn summarize_shares(values: &[f64]) -> Summary {
+    let mut summary = summarize(values);
+    summary.ci95 = Interval {
+        low: summary.ci95.low.max(0.0),
+        high: summary.ci95.high.min(1.0),
+    };
+    summary
+}
+
 /// Summary of at least two values.
 pub fn summarize(values: &[f64]) -> Summary {
     let n = values.len();

@@ -17,11 +17,13 @@ use crate::data::Dataset;
 use crate::data::{Prepared, SplitUsed};
 use crate::gate::Verdicts;
 use crate::metrics::analysis::{Analysis, ModelOutcome, TestSet};
+use crate::metrics::anchor::AnchorAnalysis;
 use crate::metrics::churn::Flip;
-use crate::metrics::stats::Interval;
+use crate::metrics::stats::{Interval, Summary};
 use crate::metrics::{accuracy, count_unpredictable, predict, Prediction};
 use crate::randomness::ModelSeeds;
-use crate::train::{ModelSpec, TrainedModel};
+use crate::saved_model::AnchorInfo;
+use crate::train::{Mitigation, ModelSpec, Trained};
 
 /// Bumped whenever a field changes meaning or disappears (adding one is not a break).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -44,6 +46,68 @@ pub struct Report {
     /// The checks asked for and their verdicts; absent when none were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Verdicts>,
+    /// The models against the --anchor; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorReport>,
+    /// Churn within co-distilled runs; absent unless --mitigate codistill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codistill: Option<CodistillReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnchorReport {
+    pub anchor: AnchorInfo,
+    #[serde(flatten)]
+    pub analysis: AnchorAnalysis,
+}
+
+/// With co-distillation the report's models are each run's first member, so
+/// the report's churn is between runs; the other members are here, with the
+/// churn among the members of each run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodistillReport {
+    pub k: usize,
+    /// Mean pairwise churn among a run's members, over the runs (t interval
+    /// over the runs, clipped to [0, 1]).
+    pub within_run_churn: Summary,
+    /// That churn per run, in run order.
+    pub per_run: Vec<f64>,
+    pub peers: Vec<CodistillPeer>,
+}
+
+/// A co-distilled model other than its run's first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodistillPeer {
+    /// Index (in `models`) of its run's first member.
+    pub run: usize,
+    pub member: usize,
+    pub seeds: ModelSeeds,
+    pub accuracy: f64,
+    pub weights_sha256: String,
+    pub predictions_sha256: String,
+    /// Predicted class per test example (null where unpredictable).
+    pub predicted: Vec<Prediction>,
+}
+
+impl CodistillPeer {
+    pub fn new(
+        run: usize,
+        member: usize,
+        seeds: ModelSeeds,
+        trained: &Trained,
+        test: &DatasetInfo,
+    ) -> Self {
+        let predicted = predict(&trained.test_logits, test.n_classes);
+        CodistillPeer {
+            run,
+            member,
+            seeds,
+            accuracy: accuracy(&predicted, &test.test_labels),
+            weights_sha256: trained.weights_sha256.clone(),
+            predictions_sha256: trained.predictions_sha256.clone(),
+            predicted,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,7 +218,7 @@ impl ModelReport {
         index: usize,
         key: String,
         spec: &ModelSpec,
-        trained: &TrainedModel,
+        trained: &Trained,
         test: &DatasetInfo,
     ) -> Self {
         let predicted = predict(&trained.test_logits, test.n_classes);
@@ -205,6 +269,8 @@ impl Report {
             models,
             analysis,
             gate: None,
+            anchor: None,
+            codistill: None,
         }
     }
 
@@ -244,6 +310,16 @@ pub(crate) fn points(difference: f64) -> String {
     format!("{:+.2} pp", difference * 100.0)
 }
 
+/// "2.00% (95% CI 1.60% – 2.40%)", as the summary tables show a mean.
+fn mean_with_ci(mean: f64, ci95: Interval) -> String {
+    format!(
+        "{} (95% CI {} – {})",
+        percent(mean),
+        percent(ci95.low),
+        percent(ci95.high)
+    )
+}
+
 /// "value [low – high]", each shown by `show`.
 pub(crate) fn with_interval(show: fn(f64) -> String, value: f64, ci95: Interval) -> String {
     format!("{} [{} – {}]", show(value), show(ci95.low), show(ci95.high))
@@ -280,7 +356,7 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
         &report.analysis.churn,
         &report.analysis.reproducibility,
     );
-    vec![
+    let mut rows = vec![
         [
             "test accuracy".to_owned(),
             format!(
@@ -344,7 +420,37 @@ fn summary_rows(report: &Report) -> Vec<[String; 2]> {
                 report.analysis.variation.near_ties, report.analysis.variation.tie_epsilon
             ),
         ],
-    ]
+    ];
+    let mitigation = &report.config.train.mitigation;
+    if *mitigation != Mitigation::None {
+        rows.push(["mitigation".to_owned(), mitigation.to_string()]);
+    }
+    if let Some(codistill) = &report.codistill {
+        let within = &codistill.within_run_churn;
+        rows.push([
+            "churn within runs".to_owned(),
+            format!(
+                "mean {} among the {} co-distilled models of each run; the churn above is between runs",
+                mean_with_ci(within.mean, within.ci95),
+                codistill.k
+            ),
+        ]);
+    }
+    if let Some(anchor) = &report.anchor {
+        let a = &anchor.analysis;
+        rows.push([
+            "churn vs anchor".to_owned(),
+            format!(
+                "mean {}: good {} (anchor wrong, model right), bad {} (anchor right, model wrong); anchor accuracy {} ({})",
+                mean_with_ci(a.churn.mean, a.churn.ci95),
+                percent(a.good_churn.mean),
+                percent(a.bad_churn.mean),
+                percent(a.anchor_accuracy),
+                anchor.anchor.path.display()
+            ),
+        ]);
+    }
+    rows
 }
 
 const MODEL_HEADER: [&str; 8] = [

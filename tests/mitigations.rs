@@ -1,0 +1,378 @@
+//! Co-distillation, saved models and anchors, on the embedded digits with few
+//! epochs and one thread.
+
+use assert_cmd::Command;
+use clap::Parser;
+use serde_json::Value;
+
+use churn_audit::cli::{Cli, Command as Sub};
+use churn_audit::config::RunConfig;
+use churn_audit::data;
+use churn_audit::train::{train_codistilled, train_model, TrainData};
+
+const FAST: &[&str] = &["run", "--epochs", "3", "--threads", "1", "--quiet"];
+
+fn churn_audit(args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A fast run's JSON report; it must succeed.
+fn report(extra: &[&str]) -> Value {
+    let output = churn_audit(&[FAST, extra, &["--json", "-"]].concat());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn hashes(report: &Value, field: &str) -> Vec<String> {
+    report["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn predicted(model: &Value) -> Vec<Option<u64>> {
+    model["predicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(Value::as_u64)
+        .collect()
+}
+
+fn churn(a: &[Option<u64>], b: &[Option<u64>]) -> f64 {
+    let differing = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_none() || x != y)
+        .count();
+    differing as f64 / a.len() as f64
+}
+
+fn config(args: &[&str]) -> RunConfig {
+    let argv = [&["churn-audit", "run"][..], args].concat();
+    let Sub::Run(args) = Cli::parse_from(argv).command else {
+        unreachable!()
+    };
+    RunConfig::from_args(&args).unwrap()
+}
+
+#[test]
+fn codistill_at_alpha_zero_trains_each_member_as_if_alone() {
+    let config = config(&[
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--mitigate",
+        "codistill",
+        "--alpha",
+        "0",
+        "--codistill-k",
+        "3",
+    ]);
+    let prepared = data::load(&config.data).unwrap();
+    let tensors = TrainData::new(&prepared.split, tch::Device::Cpu).unwrap();
+    let first = config.model_spec(&config.vary, 1, 1);
+    let members: Vec<_> = (0..3)
+        .map(|j| churn_audit::train::ModelSpec {
+            seeds: first.seeds.codistill_member(j),
+            ..first.clone()
+        })
+        .collect();
+    let together = train_codistilled(
+        0,
+        &members,
+        &tensors,
+        &config.model,
+        &config.train,
+        &mut || {},
+    )
+    .unwrap();
+    let alone: Vec<String> = members
+        .iter()
+        .map(|spec| {
+            train_model(
+                0,
+                spec,
+                &tensors,
+                &config.model,
+                &config.train,
+                None,
+                &mut || {},
+            )
+            .unwrap()
+            .result
+            .weights_sha256
+        })
+        .collect();
+    let together: Vec<String> = together
+        .into_iter()
+        .map(|m| m.result.weights_sha256)
+        .collect();
+    assert_eq!(together, alone);
+    // Three different models, not one trained thrice.
+    assert_ne!(alone[0], alone[1]);
+    assert_ne!(alone[1], alone[2]);
+}
+
+#[test]
+fn codistill_reports_churn_between_and_within_runs() {
+    let baseline = report(&["--seeds", "3"]);
+    let zero = report(&["--seeds", "3", "--mitigate", "codistill", "--alpha", "0"]);
+    // Each run's first member is the model the baseline trains.
+    assert_eq!(
+        hashes(&zero, "weights_sha256"),
+        hashes(&baseline, "weights_sha256")
+    );
+    let mixed = report(&["--seeds", "3", "--mitigate", "codistill", "--alpha", "0.5"]);
+    assert_ne!(
+        hashes(&mixed, "weights_sha256"),
+        hashes(&baseline, "weights_sha256")
+    );
+    let codistill = &mixed["codistill"];
+    assert_eq!(codistill["k"], 2);
+    let peers = codistill["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3);
+    for (run, peer) in peers.iter().enumerate() {
+        assert_eq!(peer["run"], run);
+        assert_eq!(peer["member"], 1);
+        let first = predicted(&mixed["models"][run]);
+        let within = churn(&first, &predicted(peer));
+        assert_eq!(codistill["per_run"][run].as_f64().unwrap(), within);
+    }
+    let mean: f64 = (0..3)
+        .map(|r| codistill["per_run"][r].as_f64().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    assert!((codistill["within_run_churn"]["mean"].as_f64().unwrap() - mean).abs() < 1e-15);
+    assert!(baseline.get("codistill").is_none());
+}
+
+/// Saves two models into a temporary directory and returns it with the report.
+fn saved_models() -> (tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = report(&[
+        "--seeds",
+        "2",
+        "--base-seed",
+        "9",
+        "--save-models",
+        dir.path().to_str().unwrap(),
+    ]);
+    (dir, saved)
+}
+
+#[test]
+fn saved_models_and_their_predictions_anchor_alike() {
+    let (dir, saved) = saved_models();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let sidecar: Value =
+        serde_json::from_str(&std::fs::read_to_string(path("model-0.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["format"], "churn-audit-model");
+    assert_eq!(
+        sidecar["weights_sha256"],
+        saved["models"][0]["weights_sha256"]
+    );
+    assert_eq!(
+        sidecar["data"]["test_sha256"],
+        saved["dataset"]["test_sha256"]
+    );
+
+    let by_weights = report(&["--seeds", "2", "--anchor", &path("model-0.safetensors")]);
+    let by_predictions = report(&[
+        "--seeds",
+        "2",
+        "--anchor",
+        &path("model-0.predictions.json"),
+    ]);
+    let (a, b) = (&by_weights["anchor"], &by_predictions["anchor"]);
+    assert_eq!(a["anchor"]["kind"], "model");
+    assert_eq!(b["anchor"]["kind"], "predictions");
+    assert_eq!(a["anchor"]["sha256"], b["anchor"]["sha256"]);
+    assert_eq!(a["models"], b["models"]);
+    assert_eq!(
+        a["anchor"]["weights_sha256"],
+        saved["models"][0]["weights_sha256"]
+    );
+    assert_eq!(a["anchor_accuracy"], saved["models"][0]["accuracy"]);
+
+    // Good and bad churn, by hand from the predictions in the two reports.
+    let labels: Vec<u64> = saved["dataset"]["test_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap())
+        .collect();
+    let anchor = predicted(&saved["models"][0]);
+    for (i, versus) in a["models"].as_array().unwrap().iter().enumerate() {
+        let model = predicted(&by_weights["models"][i]);
+        let n = labels.len() as f64;
+        let count = |f: &dyn Fn(bool, bool) -> bool| {
+            (0..labels.len())
+                .filter(|&k| f(anchor[k] == Some(labels[k]), model[k] == Some(labels[k])))
+                .count() as f64
+                / n
+        };
+        assert_eq!(versus["churn"].as_f64().unwrap(), churn(&anchor, &model));
+        assert_eq!(
+            versus["good_churn"].as_f64().unwrap(),
+            count(&|a, m| !a && m)
+        );
+        assert_eq!(
+            versus["bad_churn"].as_f64().unwrap(),
+            count(&|a, m| a && !m)
+        );
+    }
+}
+
+#[test]
+fn anchor_distillation_moves_models_toward_the_anchor() {
+    let (dir, _) = saved_models();
+    let anchor = dir.path().join("model-0.json");
+    let anchor = anchor.to_str().unwrap();
+    let baseline = report(&["--seeds", "2", "--anchor", anchor]);
+    // α = 0 leaves the loss, and so every model, as the baseline's.
+    let zero = report(&[
+        "--seeds",
+        "2",
+        "--anchor",
+        anchor,
+        "--mitigate",
+        "anchor",
+        "--alpha",
+        "0",
+    ]);
+    assert_eq!(
+        hashes(&zero, "weights_sha256"),
+        hashes(&baseline, "weights_sha256")
+    );
+    for method in ["distill", "rcp"] {
+        let pulled = report(&[
+            "--seeds",
+            "2",
+            "--anchor",
+            anchor,
+            "--mitigate",
+            "anchor",
+            "--anchor-method",
+            method,
+            "--alpha",
+            "0.9",
+        ]);
+        let mitigation = &pulled["config"]["train"]["mitigation"];
+        assert_eq!(mitigation["method"], method);
+        assert_eq!(
+            mitigation["anchor_sha256"],
+            baseline["anchor"]["anchor"]["sha256"]
+        );
+        let churn_vs_anchor = |r: &Value| r["anchor"]["churn"]["mean"].as_f64().unwrap();
+        assert!(
+            churn_vs_anchor(&pulled) < churn_vs_anchor(&baseline),
+            "{method}: {} vs {}",
+            churn_vs_anchor(&pulled),
+            churn_vs_anchor(&baseline)
+        );
+    }
+}
+
+#[test]
+fn an_anchor_from_other_data_or_with_changed_weights_is_refused() {
+    let (dir, saved) = saved_models();
+    let sidecar = dir.path().join("model-1.json");
+    let output = churn_audit(
+        &[
+            FAST,
+            &["--split-seed", "4", "--anchor", sidecar.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let train = saved["dataset"]["train_sha256"].as_str().unwrap();
+    let other = report(&["--split-seed", "4", "--seeds", "2", "--epochs", "1"]);
+    let other_train = other["dataset"]["train_sha256"].as_str().unwrap();
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: --anchor: {}: its training set (sha256 {}…) differs from this run's ({}…, digits); an anchor must come from the same data\n",
+            sidecar.display(),
+            &train[..12],
+            &other_train[..12]
+        )
+    );
+
+    let weights = dir.path().join("model-1.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let output = churn_audit(&[FAST, &["--anchor", weights.to_str().unwrap()]].concat());
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(
+        message.starts_with(&format!(
+            "error: --anchor: {}: {} holds weights with sha256 ",
+            weights.display(),
+            weights.display()
+        )) && message.ends_with(&format!(
+            ", but the sidecar says {}: the file changed since it was saved\n",
+            saved["models"][1]["weights_sha256"].as_str().unwrap()
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn mitigation_flags_without_their_mitigation_are_refused() {
+    for (args, message) in [
+        (&["--alpha", "0.5"][..], "error: --alpha: applies only with --mitigate codistill or anchor\n"),
+        (&["--codistill-k", "3", "--mitigate", "anchor", "--anchor", "x"][..], "error: --codistill-k: applies only with --mitigate codistill\n"),
+        (&["--mitigate", "anchor"][..], "error: --mitigate: anchor needs --anchor PATH (a model saved with --save-models, or a predictions file)\n"),
+        (&["--mitigate", "anchor", "--anchor", "x", "--anchor-method", "rcp", "--temperature", "2"][..], "error: --temperature: applies only to --anchor-method distill\n"),
+    ] {
+        let output = churn_audit(&[FAST, args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&output), message);
+    }
+}
+
+#[test]
+fn the_gate_judges_churn_against_the_anchor() {
+    let (dir, _) = saved_models();
+    let anchor = dir.path().join("model-0.json");
+    let gated = |extra: &[&str], limit: &str| {
+        let args = [
+            FAST,
+            &["--seeds", "2", "--max-churn-vs-anchor", limit],
+            extra,
+        ]
+        .concat();
+        churn_audit(&args)
+    };
+    let with_anchor = ["--anchor", anchor.to_str().unwrap()];
+    let passing = gated(&with_anchor, "0.9");
+    assert_eq!(passing.status.code(), Some(0), "{}", stderr(&passing));
+    let failing = gated(&with_anchor, "0");
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stderr(&failing)
+        .contains("check failed: --max-churn-vs-anchor 0: mean churn against the anchor "));
+    let missing = gated(&[], "0.5");
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        stderr(&missing),
+        "error: --max-churn-vs-anchor: the report has no anchor to judge against: run with --anchor PATH (audits have none)\n"
+    );
+}
