@@ -375,7 +375,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "ALPHA", value_parser = unit_interval)]
     pub alpha: Option<f64>,
 
-    /// Distillation temperature T for codistill and anchor distill [default: 1].
+    /// Distillation temperature T for codistill and anchor distill, in
+    /// [0.01, 1000] [default: 1].
     #[arg(long, value_name = "T", value_parser = temperature)]
     pub temperature: Option<f64>,
 
@@ -408,7 +409,7 @@ pub struct CommonArgs {
 
     /// β for --mitigate entropy: positive penalises uncertain predictions;
     /// negative penalises confident ones (the "confidence penalty") [default: 0.1].
-    #[arg(long, value_name = "BETA", value_parser = number)]
+    #[arg(long, value_name = "BETA", value_parser = entropy_weight)]
     pub entropy_weight: Option<f64>,
 
     /// libtorch intra-op threads [default: all cores]. Recorded in the report.
@@ -450,7 +451,10 @@ pub struct CommonArgs {
 // thousands of threads; each is far above any sensible audit.
 const MAX_MODELS: usize = 256;
 const MAX_CODISTILL: usize = 16;
+// Below this softmax(z / T) overflows to NaN on ordinary logits.
+const MIN_TEMPERATURE: f64 = 0.01;
 const MAX_TEMPERATURE: f64 = 1e3;
+const MAX_ENTROPY_WEIGHT: f64 = 1e3;
 const MAX_THREADS: usize = 256;
 const MAX_WIDTH: usize = 65_536;
 const MAX_EPOCHS: usize = 100_000;
@@ -496,9 +500,19 @@ fn learning_rate(text: &str) -> Result<f64, String> {
 
 fn temperature(text: &str) -> Result<f64, String> {
     let value = number(text)?;
-    if value <= 0.0 || value > MAX_TEMPERATURE {
+    if !(MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&value) {
         return Err(format!(
-            "must be above 0 and at most {MAX_TEMPERATURE}, got {text}"
+            "must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got {text}"
+        ));
+    }
+    Ok(value)
+}
+
+fn entropy_weight(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    if value.abs() > MAX_ENTROPY_WEIGHT {
+        return Err(format!(
+            "must be in [-{MAX_ENTROPY_WEIGHT}, {MAX_ENTROPY_WEIGHT}], got {text}"
         ));
     }
     Ok(value)

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::metrics::stats::{difference_interval, std_interval, Interval};
-use crate::report::{percent, points, with_interval, Report};
+use crate::report::{percent, points, short_hash, with_interval, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -52,6 +52,8 @@ pub struct Comparison {
     pub candidate: String,
     pub test_sha256: String,
     pub metrics: Vec<MetricChange>,
+    /// What could not be compared, and why.
+    pub notes: Vec<String>,
 }
 
 /// Compares two run reports over the same test set.
@@ -98,15 +100,23 @@ pub fn compare(
             ),
         ),
     ];
+    let mut notes = Vec::new();
     if let (Some(then_anchor), Some(now_anchor)) = (&baseline.anchor, &candidate.anchor) {
-        // Churn against two different anchors measures two different things.
-        if then_anchor.anchor.sha256 == now_anchor.anchor.sha256 {
+        let (then_sha, now_sha) = (&then_anchor.anchor.sha256, &now_anchor.anchor.sha256);
+        if then_sha == now_sha {
             let (then, now) = (&then_anchor.analysis.churn, &now_anchor.analysis.churn);
             metrics.push(change(
                 "mean churn vs anchor",
                 Better::Lower,
                 (then.mean, then.ci95),
                 (now.mean, now.ci95),
+            ));
+        } else {
+            // Churn against two different anchors measures two different things.
+            notes.push(format!(
+                "churn vs anchor not compared: {baseline_name} was measured against anchor {}…, {candidate_name} against {}…",
+                short_hash(then_sha),
+                short_hash(now_sha)
             ));
         }
     }
@@ -115,6 +125,7 @@ pub fn compare(
         candidate: candidate_name.to_owned(),
         test_sha256: now_sha.clone(),
         metrics,
+        notes,
     })
 }
 
@@ -170,11 +181,12 @@ impl Comparison {
                 m.verdict.words().to_owned(),
             ]);
         }
+        let notes: String = self.notes.iter().map(|note| format!("{note}\n")).collect();
         format!(
-            "baseline {} vs candidate {} (same test set {})\n{table}\n",
+            "baseline {} vs candidate {} (same test set {})\n{table}\n{notes}",
             self.baseline,
             self.candidate,
-            &self.test_sha256[..12]
+            short_hash(&self.test_sha256)
         )
     }
 }
@@ -186,7 +198,8 @@ pub fn to_json(comparisons: &[Comparison]) -> String {
 
 /// One Markdown table over the baseline and every candidate: what each
 /// trained, its churn, the change against the baseline, churn against the
-/// anchor (where the reports have one), accuracy and training time.
+/// anchor (where the reports have one), accuracy and training time; then any
+/// notes (e.g. reports measured against different anchors).
 pub fn render_markdown(reports: &[(&str, &Report)], comparisons: &[Comparison]) -> String {
     let mut out = String::from(
         "| report | mitigation | mean churn [95% CI] | change vs baseline [95% CI] | churn vs anchor [95% CI] | accuracy mean ± std | training time |\n\
@@ -214,6 +227,9 @@ pub fn render_markdown(reports: &[(&str, &Report)], comparisons: &[Comparison]) 
             percent(analysis.accuracy.mean),
             percent(analysis.accuracy.std),
         );
+    }
+    for note in comparisons.iter().flat_map(|c| &c.notes) {
+        out += &format!("\n{note}\n");
     }
     out
 }

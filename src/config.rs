@@ -147,6 +147,12 @@ impl ResolvedModel {
 
 impl RunConfig {
     pub fn from_args(args: &RunArgs) -> Result<Self> {
+        if args.checks.max_churn_vs_anchor.is_some() && args.common.anchor.is_none() {
+            return Err(Error::usage(
+                "--max-churn-vs-anchor",
+                "needs --anchor PATH: the churn it judges is measured against that model",
+            ));
+        }
         Self::from_common(&args.common, args.vary.clone())
     }
 
@@ -263,6 +269,18 @@ pub struct AuditConfig {
 
 impl AuditConfig {
     pub fn from_args(args: &AuditArgs) -> Result<Self> {
+        if args.checks.max_churn_vs_anchor.is_some() {
+            return Err(Error::usage(
+                "--max-churn-vs-anchor",
+                "applies to run and gate: an audit reports no churn against an anchor",
+            ));
+        }
+        if args.common.anchor.is_some() && args.common.mitigate != MitigationKind::Anchor {
+            return Err(Error::usage(
+                "--anchor",
+                "in an audit it is used only with --mitigate anchor: an audit reports no churn against it (use run)",
+            ));
+        }
         let control = RunConfig::from_common(&args.common, BTreeSet::new())?;
         let mut thread_counts = args
             .thread_counts

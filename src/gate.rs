@@ -236,7 +236,7 @@ pub fn evaluate(
         let Some(churn) = report.churn_vs_anchor else {
             return Err(Error::usage(
                 "--max-churn-vs-anchor",
-                "the report has no anchor to judge against: run with --anchor PATH (audits have none)",
+                "the report has no churn against an anchor: it was made without --anchor PATH",
             ));
         };
         checks.push(judge(

@@ -248,7 +248,7 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
     if !args.checks.any() {
         return Err(Error::usage(
             "gate",
-            "no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase)",
+            "no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase, --max-churn-vs-anchor)",
         ));
     }
     let outputs = prepare(&args.output, &args.checks)?;

@@ -71,11 +71,26 @@ impl Model {
     }
 }
 
-/// Largest model accepted: beyond this a typo in `--hidden` would exhaust
-/// memory (weights, gradients and optimiser state) instead of failing cleanly.
-pub const MAX_PARAMETERS: usize = 50_000_000;
+/// Largest model accepted (weights, gradients and optimiser state must fit).
+const MAX_PARAMETERS: usize = 50_000_000;
 
 impl ModelConfig {
+    /// Why this model cannot be built for data of `shape`, if it cannot: a
+    /// zero width, a dropout outside [0, 1), or more than MAX_PARAMETERS
+    /// (beyond which a typo would exhaust memory instead of failing cleanly).
+    pub fn problem(&self, shape: Shape) -> Option<String> {
+        if self.hidden.contains(&0) {
+            return Some("a hidden layer has width 0".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Some(format!("dropout {} is outside [0, 1)", self.dropout));
+        }
+        let parameters = self.parameter_count(shape);
+        (parameters > MAX_PARAMETERS).then(|| {
+            format!("the model would have {parameters} parameters; the limit is {MAX_PARAMETERS}")
+        })
+    }
+
     /// Weights and biases of this model for data of `shape`, saturating
     /// rather than overflowing on absurd widths.
     pub fn parameter_count(&self, shape: Shape) -> usize {

@@ -15,7 +15,6 @@ use crate::metrics::anchor::analyze_anchor;
 use crate::metrics::churn::mean_pairwise_churn;
 use crate::metrics::stats::summarize_shares;
 use crate::metrics::{predict, Prediction};
-use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{
@@ -90,25 +89,20 @@ impl<'a> Session<'a> {
         let prepared = data::load(&config.data)?;
         let split = &prepared.split;
         let tensors = TrainData::new(split, device)?;
-        let parameters = config.model.parameter_count(tensors.shape);
-        if parameters > MAX_PARAMETERS {
-            return Err(Error::usage(
-                "--hidden",
-                format!(
-                    "the model would have {parameters} parameters; the limit is {MAX_PARAMETERS}"
-                ),
-            ));
+        if let Some(problem) = config.model.problem(tensors.shape) {
+            return Err(Error::usage("--hidden", problem));
         }
         check_refresh(config.refresh_fraction, split.train.len())?;
-        if let Some(dir) = &files.save_models {
-            saved_model::check_directory(dir)?;
-        }
+        check_burn_in(&config, split.train.len())?;
         let dataset = DatasetInfo::describe(&prepared);
         let anchor = files
             .anchor
             .as_deref()
             .map(|path| saved_model::load_anchor(path, &tensors, &dataset))
             .transpose()?;
+        if let Some(dir) = &files.save_models {
+            saved_model::check_directory(dir)?;
+        }
         let mut anchor_targets = None;
         if let (Mitigation::Anchor { anchor_sha256, .. }, Some(anchor)) =
             (&mut config.train.mitigation, &anchor)
@@ -378,6 +372,24 @@ fn codistill_members(first: &ModelSpec, k: usize) -> Vec<ModelSpec> {
             ..first.clone()
         })
         .collect()
+}
+
+/// A burn-in as long as training would make co-distillation plain training
+/// under its name: refused before any training. Counted for the smallest
+/// training set a model may see (a refreshed subsample).
+fn check_burn_in(config: &RunConfig, n_train: usize) -> Result<()> {
+    let Mitigation::Codistill { burn_in, .. } = config.train.mitigation else {
+        return Ok(());
+    };
+    let rows = refresh_keep(n_train, config.refresh_fraction).min(n_train);
+    let steps = config.train.epochs * rows.div_ceil(config.train.batch_size);
+    if burn_in >= steps {
+        return Err(Error::usage(
+            "--burn-in",
+            format!("{burn_in} steps is at least the whole training ({steps} steps): distillation would never start"),
+        ));
+    }
+    Ok(())
 }
 
 /// A refresh that keeps every row, or none, would make data-refresh models

@@ -18,7 +18,7 @@ use crate::config::RunConfig;
 use crate::data::hex;
 use crate::error::{torch_message, Error, Result};
 use crate::output::write_file;
-use crate::report::{DatasetInfo, ToolInfo};
+use crate::report::{short_hash, DatasetInfo, ToolInfo};
 use crate::train::{ModelSpec, Network, TrainData, TrainedModel};
 
 const SIDECAR_FORMAT: &str = "churn-audit-model";
@@ -59,9 +59,10 @@ impl DataFingerprints {
         ];
         fields.iter().find(|(_, a, b)| a != b).map(|(what, a, b)| {
             format!(
-                "its {what} (sha256 {}…) differs from this run's ({}…, {}); an anchor must come from the same data",
-                &a[..a.len().min(12)],
-                &b[..b.len().min(12)],
+                "its {what} (sha256 {}…, {}) differs from this run's ({}…, {}); an anchor must come from the same data",
+                short_hash(a),
+                self.name,
+                short_hash(b),
                 run.name
             )
         })
@@ -146,11 +147,27 @@ pub fn save(
     write_json(&dir.join(format!("{stem}.json")), &sidecar)
 }
 
-/// Refuses, before any training, a --save-models directory that cannot be written.
+/// Refuses, before any training, a --save-models directory that cannot be
+/// written, or that already holds saved models: replacing them would silently
+/// change what an `--anchor` naming one of them means.
 pub fn check_directory(dir: &Path) -> Result<()> {
     let refuse = |message: String| Err(Error::usage("--save-models", message));
     if dir.exists() && !dir.is_dir() {
         return refuse(format!("{} is not a directory", dir.display()));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut saved: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("model-"))
+            .collect();
+        saved.sort();
+        if let Some(first) = saved.first() {
+            return refuse(format!(
+                "{} already holds saved models ({first} and {} more); save into a new directory",
+                dir.display(),
+                saved.len() - 1
+            ));
+        }
     }
     if let Err(err) = std::fs::create_dir_all(dir) {
         return refuse(format!("cannot create {}: {err}", dir.display()));
@@ -221,35 +238,40 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
     let refuse =
         |message: String| Error::usage("--anchor", format!("{}: {message}", path.display()));
     let run = DataFingerprints::of(dataset);
-    let sidecar_path = if path.extension().is_some_and(|e| e == "safetensors") {
+    let weights_given = path.extension().is_some_and(|e| e == "safetensors");
+    let sidecar_path = if weights_given {
         path.with_extension("json")
     } else {
         path.to_owned()
     };
-    let text = std::fs::read_to_string(&sidecar_path)
-        .map_err(|err| refuse(format!("cannot read {}: {err}", sidecar_path.display())))?;
-    #[derive(Deserialize)]
-    struct Format {
-        format: String,
-    }
-    let format: Format = serde_json::from_str(&text).map_err(|_| {
+    let text = read_regular(&sidecar_path).map_err(&refuse)?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|err| {
         refuse(format!(
-            "not a saved model or predictions file (no \"format\" field of {SIDECAR_FORMAT} or {PREDICTIONS_FORMAT})"
+            "{} is not valid JSON: {err}",
+            sidecar_path.display()
         ))
     })?;
-    let parse_error =
-        |err: serde_json::Error| refuse(format!("malformed {}: {err}", format.format));
-    let (kind, weights_sha256, train, test) = match format.format.as_str() {
+    let format = value
+        .get("format")
+        .and_then(|f| f.as_str())
+        .unwrap_or_default();
+    let malformed = |err: serde_json::Error| refuse(format!("malformed {format} file: {err}"));
+    let (kind, weights_sha256, train, test) = match format {
         SIDECAR_FORMAT => {
-            let sidecar: Sidecar = serde_json::from_str(&text).map_err(parse_error)?;
+            let sidecar: Sidecar = serde_json::from_str(&text).map_err(malformed)?;
             check_version(sidecar.format_version).map_err(&refuse)?;
             if let Some(problem) = sidecar.data.mismatch(&run) {
                 return Err(refuse(problem));
             }
-            let dir = sidecar_path.parent().unwrap_or(Path::new("."));
-            let weights = dir.join(&sidecar.weights_file);
-            let mut network = Network::new(0, data, &sidecar.config.model)
-                .map_err(|err| refuse(format!("its model cannot be built on this data: {err}")))?;
+            if let Some(problem) = sidecar.config.model.problem(data.shape) {
+                return Err(refuse(format!("its model cannot be built: {problem}")));
+            }
+            let weights = if weights_given {
+                path.to_owned()
+            } else {
+                weights_beside(&sidecar_path, &sidecar.weights_file).map_err(&refuse)?
+            };
+            let mut network = Network::new(0, data, &sidecar.config.model)?;
             network.load(&weights).map_err(|err| {
                 refuse(format!(
                     "cannot load {} as the sidecar's model: {}",
@@ -265,6 +287,10 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
                     sidecar.weights_sha256
                 )));
             }
+            // Matrix products can round differently with another thread
+            // count: the model's own makes its probabilities bitwise those of
+            // its predictions file, so either names the same anchor.
+            tch::set_num_threads(sidecar.spec.threads as i32);
             let probabilities = |logits: Vec<f32>| -> Vec<f32> {
                 logits.chunks(dataset.n_classes).flat_map(softmax).collect()
             };
@@ -276,30 +302,21 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
             )
         }
         PREDICTIONS_FORMAT => {
-            let file: PredictionsFile = serde_json::from_str(&text).map_err(parse_error)?;
+            let file: PredictionsFile = serde_json::from_str(&text).map_err(malformed)?;
             check_version(file.format_version).map_err(&refuse)?;
             if let Some(problem) = file.data.mismatch(&run) {
                 return Err(refuse(problem));
             }
-            let train = flatten_probabilities(
-                "train_probabilities",
-                &file.train_probabilities,
-                run.n_train,
-                run.n_classes,
-            )
-            .map_err(&refuse)?;
-            let test = flatten_probabilities(
-                "test_probabilities",
-                &file.test_probabilities,
-                run.n_test,
-                run.n_classes,
-            )
-            .map_err(&refuse)?;
+            let rows = |field, rows: &[Vec<f32>], n| {
+                flatten_probabilities(field, rows, n, run.n_classes).map_err(&refuse)
+            };
+            let train = rows("train_probabilities", &file.train_probabilities, run.n_train)?;
+            let test = rows("test_probabilities", &file.test_probabilities, run.n_test)?;
             ("predictions", None, train, test)
         }
-        other => {
+        _ => {
             return Err(refuse(format!(
-                "format \"{other}\" is not {SIDECAR_FORMAT} or {PREDICTIONS_FORMAT}"
+                "not a saved model or predictions file (its \"format\" is not \"{SIDECAR_FORMAT}\" or \"{PREDICTIONS_FORMAT}\")"
             )))
         }
     };
@@ -316,6 +333,35 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
         },
         train_probabilities: train,
         test_probabilities: test,
+    })
+}
+
+/// A regular file's text; anything else (a directory, a FIFO that would
+/// block) is refused.
+fn read_regular(path: &Path) -> std::result::Result<String, String> {
+    let cannot = |err: std::io::Error| format!("cannot read {}: {err}", path.display());
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    std::fs::read_to_string(path).map_err(cannot)
+}
+
+/// The weights a sidecar names: a bare file name in the sidecar's own
+/// directory (links followed), or, for a renamed copy, the .safetensors of
+/// the sidecar's own name.
+fn weights_beside(sidecar: &Path, named: &str) -> std::result::Result<PathBuf, String> {
+    if Path::new(named).file_name() != Some(std::ffi::OsStr::new(named)) {
+        return Err(format!(
+            "its weights_file \"{named}\" must be a file name beside the sidecar"
+        ));
+    }
+    let real = std::fs::canonicalize(sidecar).unwrap_or_else(|_| sidecar.to_owned());
+    let named = real.with_file_name(named);
+    let renamed = sidecar.with_extension("safetensors");
+    Ok(if !named.exists() && renamed.exists() {
+        renamed
+    } else {
+        named
     })
 }
 

@@ -83,3 +83,23 @@ fn a_negative_spread_is_refused() {
         )
     );
 }
+
+#[test]
+fn a_short_fingerprint_is_shown_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for fixture in ["baseline", "current"] {
+        let mut report: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{ROOT}/fixtures/reports/{fixture}.json")).unwrap(),
+        )
+        .unwrap();
+        report["dataset"]["test_sha256"] = "abc".into();
+        let path = dir.path().join(format!("{fixture}.json"));
+        std::fs::write(&path, report.to_string()).unwrap();
+        paths.push(path.to_str().unwrap().to_owned());
+    }
+    let output = compare(&[&paths[0], &paths[1]]);
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("(same test set abc)"), "{table}");
+}

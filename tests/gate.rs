@@ -183,7 +183,7 @@ fn unusable_inputs_exit_2_naming_the_file() {
     );
     refused(
         &["gate", CURRENT],
-        "error: gate: no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase)",
+        "error: gate: no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase, --max-churn-vs-anchor)",
     );
     refused(
         &["gate", CURRENT, "--max-churn", "2"],

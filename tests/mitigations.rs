@@ -307,7 +307,7 @@ fn an_anchor_from_other_data_or_with_changed_weights_is_refused() {
     assert_eq!(
         stderr(&output),
         format!(
-            "error: --anchor: {}: its training set (sha256 {}…) differs from this run's ({}…, digits); an anchor must come from the same data\n",
+            "error: --anchor: {}: its training set (sha256 {}…, digits) differs from this run's ({}…, digits); an anchor must come from the same data\n",
             sidecar.display(),
             &train[..12],
             &other_train[..12]
@@ -369,10 +369,152 @@ fn the_gate_judges_churn_against_the_anchor() {
     assert_eq!(failing.status.code(), Some(1));
     assert!(stderr(&failing)
         .contains("check failed: --max-churn-vs-anchor 0: mean churn against the anchor "));
+    let started = std::time::Instant::now();
     let missing = gated(&[], "0.5");
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(
         stderr(&missing),
-        "error: --max-churn-vs-anchor: the report has no anchor to judge against: run with --anchor PATH (audits have none)\n"
+        "error: --max-churn-vs-anchor: needs --anchor PATH: the churn it judges is measured against that model\n"
+    );
+    // Refused before training, not after it.
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+    let report = dir.path().join("report.json");
+    let plain =
+        churn_audit(&[FAST, &["--seeds", "2", "--json", report.to_str().unwrap()]].concat());
+    assert!(plain.status.success());
+    let output = churn_audit(&[
+        "gate",
+        report.to_str().unwrap(),
+        "--max-churn-vs-anchor",
+        "0.5",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "error: --max-churn-vs-anchor: the report has no churn against an anchor: it was made without --anchor PATH\n"
+    );
+}
+
+#[test]
+fn saving_never_replaces_saved_models() {
+    let (dir, _) = saved_models();
+    let before = std::fs::read(dir.path().join("model-0.safetensors")).unwrap();
+    let anchor = dir.path().join("model-0.json");
+    let output = churn_audit(
+        &[
+            FAST,
+            &[
+                "--anchor",
+                anchor.to_str().unwrap(),
+                "--mitigate",
+                "anchor",
+                "--save-models",
+                dir.path().to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: --save-models: {} already holds saved models (model-0.json and 5 more); save into a new directory\n",
+            dir.path().display()
+        )
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("model-0.safetensors")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn a_model_and_its_predictions_file_are_the_same_anchor_at_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().to_str().unwrap();
+    let two_threads = [
+        "run",
+        "--epochs",
+        "3",
+        "--threads",
+        "2",
+        "--quiet",
+        "--seeds",
+        "2",
+    ];
+    let output = churn_audit(&[&two_threads[..], &["--save-models", saved]].concat());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sha = |file: &str| {
+        let anchor = format!("{saved}/{file}");
+        report(&["--seeds", "2", "--anchor", &anchor])["anchor"]["anchor"]["sha256"].clone()
+    };
+    assert_eq!(sha("model-1.safetensors"), sha("model-1.predictions.json"));
+}
+
+#[test]
+fn bad_anchor_files_and_mitigation_values_are_refused_before_training() {
+    let (dir, saved) = saved_models();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let mut predictions: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("model-0.predictions.json")).unwrap(),
+    )
+    .unwrap();
+    predictions["data"]["train_sha256"] = "aéééééééééééééé".into();
+    let accented = write("accented.json", &predictions.to_string());
+    let truncated = write(
+        "truncated.json",
+        "{\"format\": \"churn-audit-predictions\",",
+    );
+    let other = write("other.json", "{\"format\": \"onnx\"}");
+    let train = saved["dataset"]["train_sha256"].as_str().unwrap();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--anchor", &accented],
+            format!("error: --anchor: {accented}: its training set (sha256 aééééééééééé…, digits) differs from this run's ({}…, digits); an anchor must come from the same data\n", &train[..12]),
+        ),
+        (
+            vec!["--anchor", &truncated],
+            format!("error: --anchor: {truncated}: {truncated} is not valid JSON: EOF while parsing a value at line 1 column 37\n"),
+        ),
+        (
+            vec!["--anchor", &other],
+            format!("error: --anchor: {other}: not a saved model or predictions file (its \"format\" is not \"churn-audit-model\" or \"churn-audit-predictions\")\n"),
+        ),
+        (
+            vec!["--anchor", "/dev/null"],
+            "error: --anchor: /dev/null: /dev/null is not a regular file\n".to_owned(),
+        ),
+        (
+            vec!["--mitigate", "codistill", "--burn-in", "135"],
+            "error: --burn-in: 135 steps is at least the whole training (123 steps): distillation would never start\n".to_owned(),
+        ),
+        (
+            vec!["--mitigate", "codistill", "--temperature", "1e-38"],
+            "error: invalid value '1e-38' for '--temperature <T>': must be in [0.01, 1000], got 1e-38".to_owned(),
+        ),
+    ];
+    for (args, message) in cases {
+        let output = churn_audit(&[FAST, &args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).starts_with(&message), "{}", stderr(&output));
+    }
+    let audit = churn_audit(&[
+        "audit",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--anchor",
+        "x.json",
+    ]);
+    assert_eq!(audit.status.code(), Some(2));
+    assert_eq!(
+        stderr(&audit),
+        "error: --anchor: in an audit it is used only with --mitigate anchor: an audit reports no churn against it (use run)\n"
     );
 }

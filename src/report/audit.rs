@@ -209,7 +209,7 @@ impl AuditReport {
             self.dataset.n_test,
             self.models.len(),
             self.reused_models,
-            &self.config_sha256[..12],
+            super::short_hash(&self.config_sha256),
         );
         if let Some(verdicts) = &self.gate {
             out += &format!("{}\n", super::gate_line(verdicts));

@@ -300,6 +300,14 @@ pub fn attach_pixels(flips: &mut [Flip], test: &Dataset) {
 /// How many flipped examples the human-readable formats show; the JSON has them all.
 const FLIPS_SHOWN: usize = 15;
 
+/// The first 12 characters of a hash, as tables show it (all of it when
+/// shorter: a hand-edited report may hold anything).
+pub(crate) fn short_hash(hash: &str) -> &str {
+    hash.char_indices()
+        .nth(12)
+        .map_or(hash, |(end, _)| &hash[..end])
+}
+
 /// A share as a percentage with two decimals, as every format shows it.
 pub(crate) fn percent(share: f64) -> String {
     format!("{:.2}%", share * 100.0)
@@ -346,7 +354,7 @@ fn headline(report: &Report) -> String {
         data.n_train,
         data.n_test,
         report.execution.intra_op_threads,
-        report.config_sha256.get(..12).unwrap_or(&report.config_sha256),
+        short_hash(&report.config_sha256),
     )
 }
 
