@@ -19,7 +19,8 @@ use crate::train::OptimizerKind;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success (every check passed)
-  1  a check failed (or was inconclusive, under the default --inconclusive fail)
+  1  a check failed (or was inconclusive, under the default --inconclusive fail);
+     for report DIR, also: a planned model is missing from the report
   2  usage or input error
   3  training failed";
 
