@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Once;
+use std::time::Instant;
 
+use crate::cli::ExecutionChoice;
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -11,7 +13,8 @@ use crate::model::MAX_PARAMETERS;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{self, DatasetInfo, Execution, ModelReport, Report};
-use crate::train::{refresh_keep, train_model, DeviceChoice, ModelSpec, TrainData};
+use crate::train::{refresh_keep, train_model, DeviceChoice, Mitigation, ModelSpec, TrainData};
+use crate::{fused, parallel};
 
 /// What training reports as it goes, for progress output.
 pub enum Event<'a> {
@@ -41,6 +44,9 @@ struct Session<'a> {
     logits: Vec<Vec<f32>>,
     by_key: HashMap<String, usize>,
     reused: usize,
+    /// Execution modes used so far, and the wall-clock seconds of training.
+    modes: BTreeSet<&'static str>,
+    train_seconds: f64,
 }
 
 impl<'a> Session<'a> {
@@ -69,6 +75,8 @@ impl<'a> Session<'a> {
             logits: Vec::new(),
             by_key: HashMap::new(),
             reused: 0,
+            modes: BTreeSet::new(),
+            train_seconds: 0.0,
         })
     }
 
@@ -80,6 +88,7 @@ impl<'a> Session<'a> {
             return Ok(index);
         }
         let index = self.models.len();
+        let started = Instant::now();
         let trained = train_model(
             index,
             spec,
@@ -88,12 +97,92 @@ impl<'a> Session<'a> {
             &self.config.train,
             &mut || on_event(Event::EpochDone),
         )?;
+        self.train_seconds += started.elapsed().as_secs_f64();
+        self.modes.insert("sequential");
         let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
         on_event(Event::ModelDone(&model));
         self.models.push(model);
         self.logits.push(trained.test_logits);
         self.by_key.insert(key, index);
         Ok(index)
+    }
+
+    /// The indices of a group's models, training those that are new: side
+    /// by side when `parallel`, else one after another.
+    fn obtain_group(
+        &mut self,
+        specs: &[ModelSpec],
+        parallel: bool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Vec<usize>> {
+        if !parallel {
+            return specs
+                .iter()
+                .map(|spec| self.obtain(spec, on_event))
+                .collect();
+        }
+        // Each model computes on one thread: bitwise the sequential model
+        // with one thread (tests/execution.rs), so it shares that model's key.
+        let specs: Vec<ModelSpec> = specs
+            .iter()
+            .map(|spec| ModelSpec {
+                threads: 1,
+                ..spec.clone()
+            })
+            .collect();
+        let mut fresh: Vec<(usize, ModelSpec)> = Vec::new();
+        let mut members = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let key = self.config.model_key(spec);
+            let index = match self.by_key.get(&key) {
+                Some(&index) => {
+                    self.reused += 1;
+                    index
+                }
+                None => {
+                    let index = self.models.len() + fresh.len();
+                    self.by_key.insert(key, index);
+                    fresh.push((index, spec.clone()));
+                    index
+                }
+            };
+            members.push(index);
+        }
+        if fresh.is_empty() {
+            return Ok(members);
+        }
+        let started = Instant::now();
+        let trained = parallel::train_group(
+            &fresh,
+            &self.tensors,
+            &self.config.model,
+            &self.config.train,
+            self.config.threads,
+            &mut || on_event(Event::EpochDone),
+        )?;
+        self.train_seconds += started.elapsed().as_secs_f64();
+        self.modes.insert("parallel");
+        for ((index, spec), trained) in fresh.iter().zip(trained) {
+            let key = self.config.model_key(spec);
+            let mut model = ModelReport::new(*index, key, spec, &trained, &self.dataset);
+            model.execution = "parallel".into();
+            on_event(Event::ModelDone(&model));
+            self.models.push(model);
+            self.logits.push(trained.test_logits);
+        }
+        Ok(members)
+    }
+
+    /// Whether a group trains in parallel: as `--execution` asks, where the
+    /// group allows it (auto and parallel alike fall back to sequential for
+    /// a group that cannot; `run` refuses `--execution parallel` instead).
+    fn parallel(&self, specs: &[ModelSpec]) -> Result<bool, &'static str> {
+        match self.config.execution {
+            ExecutionChoice::Sequential => Ok(false),
+            ExecutionChoice::Auto | ExecutionChoice::Parallel => {
+                parallel_refusal(self.config, specs).map_or(Ok(true), Err)
+            }
+        }
     }
 
     fn analyze(&self, members: &[usize]) -> Analysis {
@@ -111,13 +200,47 @@ impl<'a> Session<'a> {
     }
 
     fn execution(&self) -> Execution {
+        let parallel = self.modes.contains("parallel");
+        let sequential = self.modes.contains("sequential");
         Execution {
             device: self.config.device.to_string(),
-            intra_op_threads: self.config.threads,
+            intra_op_threads: if parallel && !sequential {
+                1
+            } else {
+                self.config.threads
+            },
             inter_op_threads: INTER_OP_THREADS,
-            mode: "sequential".into(),
+            mode: match (sequential, parallel) {
+                (true, true) => "mixed",
+                (false, true) => "parallel",
+                _ => "sequential",
+            }
+            .into(),
+            workers: if parallel { self.config.threads } else { 1 },
+            train_seconds: self.train_seconds,
         }
     }
+}
+
+/// Why a group cannot train in parallel, if it cannot: the fused engine
+/// trains MLPs (and linear models) on the CPU without mitigation, and the
+/// models of a group must differ in nothing but seeds (the audit's threads
+/// and kernels groups train sequentially, as their point is the difference).
+pub fn parallel_refusal(config: &RunConfig, specs: &[ModelSpec]) -> Option<&'static str> {
+    if config.device != DeviceChoice::Cpu {
+        return Some("parallel execution runs on the CPU only");
+    }
+    if !fused::supports(config.model.kind) {
+        return Some("the cnn model trains sequentially only");
+    }
+    if config.train.mitigation != Mitigation::None {
+        return Some("models with a mitigation train sequentially only");
+    }
+    let differ = specs.windows(2).any(|pair| {
+        pair[0].threads != pair[1].threads
+            || pair[0].deterministic_kernels != pair[1].deterministic_kernels
+    });
+    differ.then_some("the group's models differ in thread count or kernels")
 }
 
 /// A refresh that keeps every row, or none, would make data-refresh models
@@ -137,12 +260,18 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
 /// each epoch and model as it finishes (for progress output).
 pub fn run(config: RunConfig, on_event: &mut dyn FnMut(Event)) -> Result<Report> {
     let mut session = Session::open(&config)?;
-    let mut members = Vec::with_capacity(config.models);
-    for index in 0..config.models {
-        // Every model is trained, even when nothing varies: that is the test.
-        let spec = config.model_spec(&config.vary, index, index);
-        members.push(session.obtain(&spec, on_event)?);
-    }
+    // Every model is trained, even when nothing varies: that is the test.
+    let specs: Vec<ModelSpec> = (0..config.models)
+        .map(|index| config.model_spec(&config.vary, index, index))
+        .collect();
+    let parallel = match session.parallel(&specs) {
+        Ok(parallel) => parallel,
+        Err(reason) if config.execution == ExecutionChoice::Parallel => {
+            return Err(Error::usage("--execution", format!("parallel: {reason}")))
+        }
+        Err(_) => false,
+    };
+    let members = session.obtain_group(&specs, parallel, on_event)?;
     let analysis = session.analyze(&members);
     let execution = session.execution();
     let Session {
@@ -234,10 +363,8 @@ pub fn audit(config: AuditConfig, on_event: &mut dyn FnMut(Event)) -> Result<Aud
     for planned in audit_plan(&config) {
         groups.push(match planned.models {
             Ok(specs) => {
-                let members = specs
-                    .iter()
-                    .map(|spec| session.obtain(spec, on_event))
-                    .collect::<Result<Vec<_>>>()?;
+                let parallel = session.parallel(&specs).unwrap_or(false);
+                let members = session.obtain_group(&specs, parallel, on_event)?;
                 let mut analysis = session.analyze(&members);
                 // The group the HTML page shows; pictures elsewhere would only bloat the JSON.
                 if planned.source == "all" {

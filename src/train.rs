@@ -171,6 +171,21 @@ impl TrainData {
             self.train_y.f_index_select(0, &rows)?,
         ))
     }
+
+    pub fn n_train(&self) -> usize {
+        self.n_train
+    }
+
+    /// New handles on the same tensors (train features, train labels, test
+    /// features), no copy: a worker thread holds its own, since a tch
+    /// `Tensor` may move between threads but not be shared.
+    pub fn handles(&self) -> (Tensor, Tensor, Tensor) {
+        (
+            self.train_x.shallow_clone(),
+            self.train_y.shallow_clone(),
+            self.test_x.shallow_clone(),
+        )
+    }
 }
 
 pub struct TrainedModel {

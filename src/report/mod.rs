@@ -71,8 +71,25 @@ pub struct Execution {
     /// The run's intra-op thread count (each model's own is in `models[]`).
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
-    /// How models were trained: "sequential" (one after another).
+    /// How models were trained: "sequential" (one after another),
+    /// "parallel" (side by side on worker threads), or "mixed" (an audit
+    /// whose groups used both; each model says which in `models[]`).
     pub mode: String,
+    /// Worker threads of parallel groups (1 when every group was sequential).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Wall-clock seconds of all training (models of a parallel group
+    /// overlap, so this is less than the sum of their `train_seconds`).
+    #[serde(default)]
+    pub train_seconds: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn sequential() -> String {
+    "sequential".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,7 +161,11 @@ pub struct ModelReport {
     pub predictions_sha256: String,
     pub data_order_sha256: String,
     pub steps: u64,
+    /// Seconds spent on this model (init, its steps and evaluation).
     pub train_seconds: f64,
+    /// "sequential" or "parallel" (see `execution.mode`).
+    #[serde(default = "sequential")]
+    pub execution: String,
     /// Predicted class per test example (null where unpredictable).
     pub predicted: Vec<Prediction>,
 }
@@ -172,6 +193,7 @@ impl ModelReport {
             data_order_sha256: trained.data_order_sha256.clone(),
             steps: trained.steps,
             train_seconds: trained.seconds,
+            execution: sequential(),
             predicted,
         }
     }
