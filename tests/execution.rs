@@ -55,9 +55,12 @@ const SGD: &[&str] = &[
     "0.3",
 ];
 
+const PLAIN: &[&str] = &["--optimizer", "sgd", "--momentum", "0", "--dropout", "0"];
+const LINEAR: &[&str] = &["--model", "linear"];
+
 #[test]
 fn parallel_models_are_the_sequential_ones() {
-    for recipe in [&[][..], SGD] {
+    for recipe in [&[][..], SGD, PLAIN, LINEAR] {
         let seeds = ["--seeds", "3"];
         let sequential = report(
             &[
