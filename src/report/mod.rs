@@ -84,6 +84,21 @@ pub struct Execution {
     pub train_seconds: f64,
 }
 
+impl Execution {
+    /// How the models ran, for headers: "2 threads" (sequential), "parallel
+    /// on 2 threads", or both for a mixed audit.
+    pub fn threads_phrase(&self) -> String {
+        match self.mode.as_str() {
+            "parallel" => format!("parallel on {} threads", self.workers),
+            "mixed" => format!(
+                "{} threads, parallel on {}",
+                self.intra_op_threads, self.workers
+            ),
+            _ => format!("{} threads", self.intra_op_threads),
+        }
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -285,14 +300,17 @@ fn headline(report: &Report) -> String {
         varied.join(", ")
     };
     format!(
-        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {} threads, config {}",
+        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {}, config {}",
         report.tool.version,
         report.models.len(),
         data.name,
         data.n_train,
         data.n_test,
-        report.execution.intra_op_threads,
-        report.config_sha256.get(..12).unwrap_or(&report.config_sha256),
+        report.execution.threads_phrase(),
+        report
+            .config_sha256
+            .get(..12)
+            .unwrap_or(&report.config_sha256),
     )
 }
 
