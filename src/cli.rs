@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use crate::data::source::DataSource;
 use crate::model::ModelKind;
@@ -285,6 +286,16 @@ pub enum AnchorMethodArg {
     Rcp,
 }
 
+/// `--execution`: how the models of a group are trained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionChoice {
+    #[default]
+    Auto,
+    Sequential,
+    Parallel,
+}
+
 /// Flags shared by `run` and `audit`: the data, the recipe and the outputs.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -414,8 +425,18 @@ pub struct CommonArgs {
     pub entropy_weight: Option<f64>,
 
     /// libtorch intra-op threads [default: all cores]. Recorded in the report.
+    /// Under --execution parallel: the number of worker threads.
     #[arg(long, value_name = "N", value_parser = whole::<1, MAX_THREADS>)]
     pub threads: Option<usize>,
+
+    /// How a group's models train: sequential (one after another, each on
+    /// --threads intra-op threads), parallel (side by side on --threads
+    /// workers, one thread each; bitwise the models of sequential with
+    /// --threads 1), or auto (parallel where the group allows it: MLP or
+    /// linear on the CPU, no mitigation, models that differ only in seeds).
+    /// See docs/performance.md.
+    #[arg(long, value_enum, default_value_t = ExecutionChoice::Auto)]
+    pub execution: ExecutionChoice,
 
     /// Device to train on: cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = parse_device)]

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cli::{AnchorMethodArg, AuditArgs, CommonArgs, MitigationKind, RunArgs};
+use crate::cli::{
+    AnchorMethodArg, AuditArgs, CommonArgs, ExecutionChoice, MitigationKind, RunArgs,
+};
 use crate::data::source::DataSource;
 use crate::data::{hex, SplitSpec};
 use crate::error::{Error, Result};
@@ -26,8 +28,11 @@ pub struct RunConfig {
     /// Sources that differ between models; the others use model 0's seed
     /// (data-refresh, when not varied, means the full training set).
     pub vary: BTreeSet<Source>,
-    /// libtorch intra-op threads.
+    /// libtorch intra-op threads (sequential), or worker threads (parallel).
     pub threads: usize,
+    /// How groups of models train (`--execution`).
+    #[serde(default)]
+    pub execution: ExecutionChoice,
     pub device: DeviceChoice,
     /// Share of the training set each model sees when data-refresh varies.
     pub refresh_fraction: f64,
@@ -217,6 +222,7 @@ impl RunConfig {
             base_seed: args.base_seed,
             vary,
             threads: args.threads.unwrap_or_else(all_cores),
+            execution: args.execution,
             device: args.device,
             refresh_fraction: args.refresh_fraction,
             tie_epsilon: args.tie_epsilon,

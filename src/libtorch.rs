@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 extern "C" {
     fn churn_audit_set_deterministic(enabled: i32) -> i32;
+    fn churn_audit_set_fill_uninitialized(enabled: i32) -> i32;
     #[cfg(test)]
     fn churn_audit_deterministic_algorithms() -> i32;
     fn churn_audit_generator_new(seed: u64) -> *mut c_void;
@@ -19,6 +20,26 @@ extern "C" {
         p: f64,
         generator: *mut c_void,
         out: *mut *mut torch_sys::C_tensor,
+    ) -> i32;
+    fn churn_audit_sgd_step(
+        param: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        buf: *const torch_sys::C_tensor,
+        lr: f64,
+        momentum: f64,
+        first: i32,
+    ) -> i32;
+    #[allow(clippy::too_many_arguments)]
+    fn churn_audit_adam_step(
+        param: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        exp_avg: *const torch_sys::C_tensor,
+        exp_avg_sq: *const torch_sys::C_tensor,
+        step: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
     ) -> i32;
 }
 
@@ -32,6 +53,17 @@ pub fn set_deterministic_kernels(enabled: bool) -> Result<()> {
         ))));
     }
     Ok(())
+}
+
+/// Sets whether libtorch's deterministic mode fills each new tensor with NaN
+/// before its kernel writes it (on by default; a guard against kernels that
+/// read memory they did not write). Returns the previous setting. The
+/// parallel engine turns it off while it runs: every tensor it allocates is
+/// written in full, so results do not change, and the fill was a pass over
+/// memory per allocation (each step's weight gradients among them).
+pub fn set_fill_uninitialized(enabled: bool) -> bool {
+    // SAFETY: a plain C function over libtorch's global context.
+    unsafe { churn_audit_set_fill_uninitialized(i32::from(enabled)) != 0 }
 }
 
 /// Whether both switches are on (the tests' view of libtorch's global state).
@@ -79,6 +111,69 @@ impl Generator {
         // SAFETY: as above.
         Ok(unsafe { Tensor::from_ptr(out) })
     }
+}
+
+/// One SGD update of `param` in place, exactly as tch's `nn::Sgd` (libtorch's
+/// `torch::optim::SGD`, no dampening, weight decay or Nesterov) applies it:
+/// on the `first` step the momentum buffer `buf` takes the gradient, later
+/// `buf = momentum·buf + grad`; then `param -= lr·buf` (no buffer when
+/// `momentum` is 0). The same ATen calls with the same scalars.
+pub fn sgd_step(
+    param: &Tensor,
+    grad: &Tensor,
+    buf: &Tensor,
+    lr: f64,
+    momentum: f64,
+    first: bool,
+) -> Result<(), TchError> {
+    // SAFETY: live tensors; the shim only calls in-place ATen methods on them.
+    let failed = unsafe {
+        churn_audit_sgd_step(
+            param.as_ptr(),
+            grad.as_ptr(),
+            buf.as_ptr(),
+            lr,
+            momentum,
+            i32::from(first),
+        )
+    } != 0;
+    if failed {
+        return Err(TchError::Torch("libtorch SGD step failed".into()));
+    }
+    Ok(())
+}
+
+/// One Adam update of `param` in place, exactly as tch's `nn::Adam`
+/// (libtorch's `torch::optim::Adam`, no weight decay or AMSGrad) applies it;
+/// `step` counts updates from 1.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step(
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    step: i64,
+    lr: f64,
+    (beta1, beta2, eps): (f64, f64, f64),
+) -> Result<(), TchError> {
+    // SAFETY: as in sgd_step.
+    let failed = unsafe {
+        churn_audit_adam_step(
+            param.as_ptr(),
+            grad.as_ptr(),
+            exp_avg.as_ptr(),
+            exp_avg_sq.as_ptr(),
+            step,
+            lr,
+            beta1,
+            beta2,
+            eps,
+        )
+    } != 0;
+    if failed {
+        return Err(TchError::Torch("libtorch Adam step failed".into()));
+    }
+    Ok(())
 }
 
 impl Drop for Generator {

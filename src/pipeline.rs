@@ -5,8 +5,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Once;
+use std::time::Instant;
 
 use crate::artifacts::{Artifact, Origin, Plan, RunDir, Unusable};
+use crate::cli::ExecutionChoice;
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -23,8 +25,9 @@ use crate::report::{
 use crate::saved_model::{self, Anchor, ModelId};
 use crate::train::{
     refresh_keep, train_codistilled, train_model, AnchorTargets, DeviceChoice, Mitigation,
-    ModelSpec, TrainData, Trained,
+    ModelSpec, TrainData, Trained, TrainedModel,
 };
+use crate::{fused, parallel};
 
 /// What training reports as it goes, for progress output.
 pub enum Event<'a> {
@@ -74,6 +77,9 @@ struct Session<'a> {
     save_models: Option<PathBuf>,
     /// Co-distillation's other members of each model's run.
     peers: Vec<CodistillPeer>,
+    /// Execution modes used so far, and the wall-clock seconds of training.
+    modes: BTreeSet<&'static str>,
+    train_seconds: f64,
 }
 
 impl<'a> Session<'a> {
@@ -143,6 +149,8 @@ impl<'a> Session<'a> {
             anchor_targets: None,
             save_models: None,
             peers: Vec::new(),
+            modes: BTreeSet::new(),
+            train_seconds: 0.0,
         }
     }
 
@@ -177,8 +185,25 @@ impl<'a> Session<'a> {
             }
         }
         let index = self.models.len();
+        let started = Instant::now();
         let (trained, peers) = self.train(index, &key, tensors, spec, on_event)?;
+        self.train_seconds += started.elapsed().as_secs_f64();
+        self.modes.insert("sequential");
         let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
+        self.keep(key, spec, model, trained, peers, on_event)
+    }
+
+    /// Stores a newly trained model's artifact (with a run directory), then
+    /// adds it: its index.
+    fn keep(
+        &mut self,
+        key: String,
+        spec: &ModelSpec,
+        model: ModelReport,
+        trained: Trained,
+        peers: Vec<Trained>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<usize> {
         let (trained, peers) = match self.store {
             Some(dir) => {
                 let artifact = Artifact {
@@ -196,6 +221,130 @@ impl<'a> Session<'a> {
         };
         on_event(Event::ModelDone(&model));
         Ok(self.add(key, spec, model, trained, peers))
+    }
+
+    /// The indices of a group's models, training those that are new: side
+    /// by side when `parallel`, else one after another.
+    fn obtain_group(
+        &mut self,
+        tensors: &TrainData,
+        specs: &[ModelSpec],
+        parallel: bool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Vec<usize>> {
+        if !parallel {
+            return specs
+                .iter()
+                .map(|spec| self.obtain(tensors, spec, on_event))
+                .collect();
+        }
+        let specs = one_thread_each(specs);
+        let keys: Vec<String> = specs.iter().map(|s| self.config.model_key(s)).collect();
+        // Locks in key order, so that processes sharing a run directory
+        // cannot each hold one the other waits for.
+        let mut wanted: Vec<&String> = keys
+            .iter()
+            .filter(|key| !self.by_key.contains_key(*key))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let _locks = match self.store {
+            Some(dir) => wanted
+                .iter()
+                .map(|key| dir.lock(key))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        // Which new models need training; the rest come from their artifacts.
+        let mut fresh: Vec<(usize, ModelSpec)> = Vec::new();
+        for (position, (spec, key)) in specs.iter().zip(&keys).enumerate() {
+            let known = self.by_key.contains_key(key)
+                || fresh.iter().any(|(p, _)| keys[*p] == *key)
+                || self.usable_artifact(key);
+            if !known {
+                fresh.push((position, spec.clone()));
+            }
+        }
+        let mut trained: Vec<Option<TrainedModel>> = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            let started = Instant::now();
+            let trained = parallel::train_group(
+                &fresh,
+                tensors,
+                &self.config.model,
+                &self.config.train,
+                self.config.threads,
+                &mut || on_event(Event::EpochDone),
+            )?;
+            self.train_seconds += started.elapsed().as_secs_f64();
+            self.modes.insert("parallel");
+            trained.into_iter().map(Some).collect()
+        };
+        // Added in the group's order, so that indices do not depend on
+        // which models were found stored.
+        let mut members = Vec::with_capacity(specs.len());
+        for (position, (spec, key)) in specs.iter().zip(&keys).enumerate() {
+            let index = match fresh.iter().position(|(p, _)| *p == position) {
+                Some(slot) => {
+                    let done = trained[slot].take().expect("each fresh model is kept once");
+                    let index = self.models.len();
+                    if let Some(dir) = &self.save_models {
+                        let id = ModelId { index, key, spec };
+                        saved_model::save(dir, &self.config, id, &done, tensors, &self.dataset)?;
+                    }
+                    let model =
+                        ModelReport::new(index, key.clone(), spec, &done.result, &self.dataset);
+                    self.keep(key.clone(), spec, model, done.result, Vec::new(), on_event)?
+                }
+                // Not through `obtain`: this process already holds the lock.
+                None => match self.by_key.get(key) {
+                    Some(&index) => {
+                        self.reused += 1;
+                        index
+                    }
+                    None => {
+                        let index = self.stored(key, spec).map_err(|why| Error::RunDir {
+                            path: self.store.map(|d| d.artifact_path(key)).unwrap_or_default(),
+                            message: format!("changed while in use: {why:?}"),
+                        })?;
+                        on_event(Event::ModelReused(&self.models[index]));
+                        index
+                    }
+                },
+            };
+            members.push(index);
+        }
+        Ok(members)
+    }
+
+    /// Whether `key`'s artifact can be used, saying why not if it is there
+    /// but damaged or foreign.
+    fn usable_artifact(&self, key: &str) -> bool {
+        let Some(dir) = self.store else {
+            return false;
+        };
+        match dir.load(key, &self.origin) {
+            Ok(_) => true,
+            Err(Unusable::Missing) => false,
+            Err(Unusable::Damaged(why) | Unusable::Mismatch(why)) => {
+                let path = dir.artifact_path(key);
+                eprintln!("{}: {why}; training that model again", path.display());
+                false
+            }
+        }
+    }
+
+    /// Whether a group trains in parallel: as `--execution` asks, where the
+    /// group allows it (auto and parallel alike fall back to sequential for
+    /// a group that cannot; `run` refuses `--execution parallel` instead).
+    fn parallel(&self, specs: &[ModelSpec]) -> Result<bool, &'static str> {
+        match self.config.execution {
+            ExecutionChoice::Sequential => Ok(false),
+            ExecutionChoice::Auto | ExecutionChoice::Parallel => {
+                parallel_refusal(&self.config, specs).map_or(Ok(true), Err)
+            }
+        }
     }
 
     /// Trains model `index` (and its co-distilled peers), saving it for
@@ -338,19 +487,36 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn execution(&self, mode: &str) -> Execution {
+    /// How the session's models were trained, from each model's own record
+    /// (so a resumed run reports how its stored models were trained); a
+    /// report put together from artifacts alone says "artifacts".
+    fn execution(&self, aggregated: bool) -> Execution {
+        let trained_by = |mode: &str| self.models.iter().any(|m| m.execution == mode);
+        let (parallel, sequential) = (trained_by("parallel"), trained_by("sequential"));
+        let mode = match (aggregated, sequential, parallel) {
+            (true, _, _) => "artifacts",
+            (false, true, true) => "mixed",
+            (false, false, true) => "parallel",
+            _ => "sequential",
+        };
         Execution {
             device: self.config.device.to_string(),
-            intra_op_threads: self.config.threads,
+            intra_op_threads: if parallel && !sequential {
+                1
+            } else {
+                self.config.threads
+            },
             inter_op_threads: INTER_OP_THREADS,
             mode: mode.into(),
+            workers: if parallel { self.config.threads } else { 1 },
+            train_seconds: self.train_seconds,
         }
     }
 
     /// The run report over `members`, in that order.
-    fn report(self, members: &[usize], mode: &str) -> Report {
+    fn report(self, members: &[usize], aggregated: bool) -> Report {
         let analysis = self.analyze(members);
-        let execution = self.execution(mode);
+        let execution = self.execution(aggregated);
         let anchor = self.anchor_report(members);
         let codistill = self.codistill_report(members);
         let mut report = Report::build(self.config, execution, self.dataset, self.models, analysis);
@@ -359,6 +525,27 @@ impl<'a> Session<'a> {
         report.attach_pixels(&self.test);
         report
     }
+}
+
+/// Why a group cannot train in parallel, if it cannot: the fused engine
+/// trains MLPs (and linear models) on the CPU without mitigation, and the
+/// models of a group must differ in nothing but seeds (the audit's threads
+/// and kernels groups train sequentially, as their point is the difference).
+pub fn parallel_refusal(config: &RunConfig, specs: &[ModelSpec]) -> Option<&'static str> {
+    if config.device != DeviceChoice::Cpu {
+        return Some("parallel execution runs on the CPU only");
+    }
+    if !fused::supports(config.model.kind) {
+        return Some("the cnn model trains sequentially only");
+    }
+    if config.train.mitigation != Mitigation::None {
+        return Some("models with a mitigation train sequentially only");
+    }
+    let differ = specs.windows(2).any(|pair| {
+        pair[0].threads != pair[1].threads
+            || pair[0].deterministic_kernels != pair[1].deterministic_kernels
+    });
+    differ.then_some("the group's models differ in thread count or kernels")
 }
 
 /// The members of the co-distilled run whose first member is `first`: the
@@ -408,8 +595,28 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
 /// The models of a run, in report order.
 pub fn run_plan(config: &RunConfig) -> Vec<ModelSpec> {
     // Every model is trained, even when nothing varies: that is the test.
-    (0..config.models)
+    let specs: Vec<ModelSpec> = (0..config.models)
         .map(|index| config.model_spec(&config.vary, index, index))
+        .collect();
+    let parallel = config.execution != ExecutionChoice::Sequential
+        && parallel_refusal(config, &specs).is_none();
+    if parallel {
+        one_thread_each(&specs)
+    } else {
+        specs
+    }
+}
+
+/// The specs as the parallel mode trains them: each model computes on one
+/// thread, bitwise the sequential model with one thread (tests/execution.rs),
+/// so it is that model, with its key.
+fn one_thread_each(specs: &[ModelSpec]) -> Vec<ModelSpec> {
+    specs
+        .iter()
+        .map(|spec| ModelSpec {
+            threads: 1,
+            ..spec.clone()
+        })
         .collect()
 }
 
@@ -424,6 +631,13 @@ pub fn run(
 ) -> Result<Report> {
     let (mut session, tensors) = Session::open(config, files, store)?;
     let specs = run_plan(&session.config);
+    let parallel = match session.parallel(&specs) {
+        Ok(parallel) => parallel,
+        Err(reason) if session.config.execution == ExecutionChoice::Parallel => {
+            return Err(Error::usage("--execution", format!("parallel: {reason}")))
+        }
+        Err(_) => false,
+    };
     if let Some(dir) = store {
         // Written first, so `report DIR` can tell what an interrupted run lacks.
         let plan = Plan::new(
@@ -433,11 +647,8 @@ pub fn run(
         );
         dir.write_plan(&plan)?;
     }
-    let members = specs
-        .iter()
-        .map(|spec| session.obtain(&tensors, spec, on_event))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(session.report(&members, "sequential"))
+    let members = session.obtain_group(&tensors, &specs, parallel, on_event)?;
+    Ok(session.report(&members, false))
 }
 
 /// The plan of a run, against the data as it is now.
@@ -511,7 +722,7 @@ pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
             ),
         });
     }
-    Ok((session.report(&members, "artifacts"), problems))
+    Ok((session.report(&members, true), problems))
 }
 
 /// One audit group as planned: its models, or why it cannot run here.
@@ -598,10 +809,8 @@ pub fn audit(
     for planned in audit_plan(&config) {
         groups.push(match planned.models {
             Ok(specs) => {
-                let members = specs
-                    .iter()
-                    .map(|spec| session.obtain(&tensors, spec, on_event))
-                    .collect::<Result<Vec<_>>>()?;
+                let parallel = session.parallel(&specs).unwrap_or(false);
+                let members = session.obtain_group(&tensors, &specs, parallel, on_event)?;
                 let mut analysis = session.analyze(&members);
                 // The group the HTML page shows; pictures elsewhere would only bloat the JSON.
                 if planned.source == "all" {
@@ -612,7 +821,7 @@ pub fn audit(
             Err(reason) => GroupReport::not_applicable(planned.source, reason),
         });
     }
-    let (reused, execution) = (session.reused, session.execution("sequential"));
+    let (reused, execution) = (session.reused, session.execution(false));
     let Session {
         config: control,
         dataset,

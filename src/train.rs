@@ -276,6 +276,17 @@ impl TrainData {
     pub fn n_train(&self) -> usize {
         self.n_train
     }
+
+    /// New handles on the same tensors (train features, train labels, test
+    /// features), no copy: a worker thread holds its own, since a tch
+    /// `Tensor` may move between threads but not be shared.
+    pub fn handles(&self) -> (Tensor, Tensor, Tensor) {
+        (
+            self.train_x.shallow_clone(),
+            self.train_y.shallow_clone(),
+            self.test_x.shallow_clone(),
+        )
+    }
 }
 
 /// One optimisation step's examples: features, labels and their row numbers.
@@ -307,6 +318,8 @@ pub struct Trained {
     pub data_order_sha256: String,
     pub steps: u64,
     pub seconds: f64,
+    /// How it was trained: "sequential" or "parallel" (docs/performance.md).
+    pub execution: String,
 }
 
 /// The order a model visits its training rows: a fresh permutation of them
@@ -352,6 +365,11 @@ pub struct Network {
 }
 
 impl Network {
+    /// A trained model from its store and the model built in it.
+    pub fn from_parts(store: nn::VarStore, model: Model) -> Self {
+        Network { store, model }
+    }
+
     /// A fresh model whose initial weights come from `init_seed` alone: the
     /// seed reaches libtorch's global generator right before the model is
     /// built, and nothing else draws from it meanwhile.
@@ -464,6 +482,7 @@ impl Learner {
                 data_order_sha256: order.sha256(),
                 steps: self.steps,
                 seconds: self.started.elapsed().as_secs_f64(),
+                execution: "sequential".into(),
             },
             network: self.network,
         })

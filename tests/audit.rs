@@ -133,10 +133,15 @@ fn audit_attributes_churn_to_each_source() {
     assert_eq!(kernels["not_applicable"], "no CUDA device");
     assert_eq!(kernels["analysis"], Value::Null);
 
-    // control 3, init/data-order/dropout 2 new each, data-refresh 3, threads 2
-    // new, all 2 new (its model 0 is data-refresh's model 0).
-    assert_eq!(report["models"].as_array().unwrap().len(), 16);
-    assert_eq!(report["reused_models"], 5);
+    // control 3, init/data-order/dropout 2 new each, data-refresh 3, threads 1
+    // new, all 2 new (its model 0 is data-refresh's model 0). The control
+    // trains in parallel (one thread per model, bitwise the sequential model
+    // with --threads 1), so the threads group's one-thread members are its
+    // replicas 0 and 2; only the two-thread member is new.
+    assert_eq!(report["models"].as_array().unwrap().len(), 15);
+    assert_eq!(report["reused_models"], 6);
+    assert_eq!(report["execution"]["mode"], "mixed");
+    assert_eq!(hashes[0], member_hashes(report, control)[0]);
     assert_eq!(
         group(report, "all")["members"][0],
         group(report, "data-refresh")["members"][0]

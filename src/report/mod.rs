@@ -135,8 +135,40 @@ pub struct Execution {
     /// The run's intra-op thread count (each model's own is in `models[]`).
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
-    /// How models were trained: "sequential" (one after another).
+    /// How models were trained: "sequential" (one after another),
+    /// "parallel" (side by side on worker threads), or "mixed" (an audit
+    /// whose groups used both; each model says which in `models[]`).
     pub mode: String,
+    /// Worker threads of parallel groups (1 when every group was sequential).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Wall-clock seconds of all training (models of a parallel group
+    /// overlap, so this is less than the sum of their `train_seconds`).
+    #[serde(default)]
+    pub train_seconds: f64,
+}
+
+impl Execution {
+    /// How the models ran, for headers: "2 threads" (sequential), "parallel
+    /// on 2 threads", or both for a mixed audit.
+    pub fn threads_phrase(&self) -> String {
+        match self.mode.as_str() {
+            "parallel" => format!("parallel on {} threads", self.workers),
+            "mixed" => format!(
+                "{} threads, parallel on {}",
+                self.intra_op_threads, self.workers
+            ),
+            _ => format!("{} threads", self.intra_op_threads),
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn sequential() -> String {
+    "sequential".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,7 +240,11 @@ pub struct ModelReport {
     pub predictions_sha256: String,
     pub data_order_sha256: String,
     pub steps: u64,
+    /// Seconds spent on this model (init, its steps and evaluation).
     pub train_seconds: f64,
+    /// "sequential" or "parallel" (see `execution.mode`).
+    #[serde(default = "sequential")]
+    pub execution: String,
     /// Predicted class per test example (null where unpredictable).
     pub predicted: Vec<Prediction>,
 }
@@ -236,6 +272,7 @@ impl ModelReport {
             data_order_sha256: trained.data_order_sha256.clone(),
             steps: trained.steps,
             train_seconds: trained.seconds,
+            execution: trained.execution.clone(),
             predicted,
         }
     }
@@ -347,13 +384,13 @@ fn headline(report: &Report) -> String {
         varied.join(", ")
     };
     format!(
-        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {} threads, config {}",
+        "churn-audit {}: {} models on {} ({} train / {} test), varied: {varied}, {}, config {}",
         report.tool.version,
         report.models.len(),
         data.name,
         data.n_train,
         data.n_test,
-        report.execution.intra_op_threads,
+        report.execution.threads_phrase(),
         short_hash(&report.config_sha256),
     )
 }

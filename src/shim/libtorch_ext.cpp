@@ -22,6 +22,15 @@ int churn_audit_set_deterministic(int enabled) {
     }
 }
 
+// Whether deterministic mode fills every new tensor's memory with NaN before a
+// kernel overwrites it (a guard against kernels that read uninitialised
+// memory); returns the previous setting.
+int churn_audit_set_fill_uninitialized(int enabled) {
+    bool previous = at::globalContext().deterministicFillUninitializedMemory();
+    at::globalContext().setDeterministicFillUninitializedMemory(enabled != 0);
+    return previous ? 1 : 0;
+}
+
 int churn_audit_deterministic_algorithms() {
     return at::globalContext().deterministicAlgorithms() && at::globalContext().deterministicCuDNN() ? 1 : 0;
 }
@@ -49,6 +58,54 @@ int churn_audit_dropout(const at::Tensor *input, double p, void *generator, at::
         noise.bernoulli_(1 - p, *static_cast<at::Generator *>(generator));
         noise.div_(1 - p);
         *out = new at::Tensor(*input * noise.to(input->device()));
+        return 0;
+    } catch (...) {
+        return 1;
+    }
+}
+
+}
+
+extern "C" {
+
+// One parameter's update, as torch::optim::SGD::step does it (dampening 0,
+// no weight decay, no Nesterov: the options churn-audit builds): on the first
+// step the momentum buffer becomes a copy of the gradient, later
+// buf = momentum * buf + grad; then param -= lr * buf. The same ATen calls
+// with the same scalars, so the same bits as the optimizer the sequential
+// path uses.
+int churn_audit_sgd_step(const at::Tensor *param, const at::Tensor *grad, const at::Tensor *buf,
+                         double lr, double momentum, int first) {
+    try {
+        if (momentum != 0) {
+            if (first) {
+                buf->copy_(*grad);
+            } else {
+                buf->mul_(momentum).add_(*grad, 1 - 0.0);
+            }
+            param->add_(*buf, -1 * lr);
+        } else {
+            param->add_(*grad, -1 * lr);
+        }
+        return 0;
+    } catch (...) {
+        return 1;
+    }
+}
+
+// One parameter's update, as torch::optim::Adam::step does it (no weight
+// decay, no AMSGrad); `step` counts this update, starting at 1.
+int churn_audit_adam_step(const at::Tensor *param, const at::Tensor *grad, const at::Tensor *exp_avg,
+                          const at::Tensor *exp_avg_sq, int64_t step, double lr, double beta1,
+                          double beta2, double eps) {
+    try {
+        auto bias_correction1 = 1 - std::pow(beta1, step);
+        auto bias_correction2 = 1 - std::pow(beta2, step);
+        exp_avg->mul_(beta1).add_(*grad, 1 - beta1);
+        exp_avg_sq->mul_(beta2).addcmul_(*grad, *grad, 1 - beta2);
+        at::Tensor denom = (exp_avg_sq->sqrt() / std::sqrt(bias_correction2)).add_(eps);
+        auto step_size = lr / bias_correction1;
+        param->addcdiv_(*exp_avg, denom, -step_size);
         return 0;
     } catch (...) {
         return 1;

@@ -1,0 +1,201 @@
+//! The correctness guard of the parallel execution mode (docs/performance.md):
+//! on the embedded digits, every model trained in parallel agrees with the
+//! same model trained sequentially on at least 99% of test predictions (the
+//! documented tolerance; with one intra-op thread it is in fact bitwise the
+//! same model), a rerun is bitwise identical, and no model depends on how
+//! many others train beside it or on how many workers there are.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn report(args: &[&str]) -> Value {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args(["run", "--epochs", "3", "--quiet", "--json", "-"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn models(report: &Value) -> &Vec<Value> {
+    report["models"].as_array().unwrap()
+}
+
+fn field(report: &Value, name: &str) -> Vec<String> {
+    models(report)
+        .iter()
+        .map(|m| m[name].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Share of test examples on which two models predict the same class.
+fn agreement(a: &Value, b: &Value) -> f64 {
+    let (a, b) = (
+        a["predicted"].as_array().unwrap(),
+        b["predicted"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
+}
+
+const SGD: &[&str] = &[
+    "--optimizer",
+    "sgd",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "96,48",
+    "--dropout",
+    "0.3",
+];
+
+const PLAIN: &[&str] = &["--optimizer", "sgd", "--momentum", "0", "--dropout", "0"];
+const LINEAR: &[&str] = &["--model", "linear"];
+
+#[test]
+fn parallel_models_are_the_sequential_ones() {
+    for recipe in [&[][..], SGD, PLAIN, LINEAR] {
+        let seeds = ["--seeds", "3"];
+        let sequential = report(
+            &[
+                &seeds[..],
+                recipe,
+                &["--threads", "1", "--execution", "sequential"],
+            ]
+            .concat(),
+        );
+        let parallel = report(
+            &[
+                &seeds[..],
+                recipe,
+                &["--threads", "2", "--execution", "parallel"],
+            ]
+            .concat(),
+        );
+        assert_eq!(sequential["execution"]["mode"], "sequential");
+        assert_eq!(parallel["execution"]["mode"], "parallel");
+        assert_eq!(parallel["execution"]["workers"], 2);
+        assert_eq!(parallel["execution"]["intra_op_threads"], 1);
+        for (s, p) in models(&sequential).iter().zip(models(&parallel)) {
+            assert_eq!(p["execution"], "parallel");
+            assert_eq!(p["threads"], 1);
+            // The documented tolerance...
+            let agree = agreement(s, p);
+            assert!(agree >= 0.99, "{recipe:?}: agreement {agree}");
+            // ...and what holds with one intra-op thread: the same model, bit for bit.
+            for name in [
+                "weights_sha256",
+                "predictions_sha256",
+                "data_order_sha256",
+                "key",
+            ] {
+                assert_eq!(s[name], p[name], "{recipe:?}: {name}");
+            }
+            assert_eq!(s["steps"], p["steps"]);
+        }
+        // Models differ from each other (the seeds vary): nothing was shared by mistake.
+        let weights = field(&parallel, "weights_sha256");
+        assert!(weights[0] != weights[1] && weights[1] != weights[2]);
+    }
+}
+
+#[test]
+fn parallel_runs_are_bitwise_reproducible_whatever_the_workers_and_group_size() {
+    let first = report(&["--seeds", "4", "--threads", "2", "--execution", "parallel"]);
+    let again = report(&["--seeds", "4", "--threads", "2", "--execution", "parallel"]);
+    let one_worker = report(&["--seeds", "4", "--threads", "1", "--execution", "parallel"]);
+    let fewer = report(&["--seeds", "2", "--threads", "2", "--execution", "parallel"]);
+    for name in ["weights_sha256", "predictions_sha256"] {
+        assert_eq!(field(&first, name), field(&again, name), "{name}");
+        assert_eq!(field(&first, name), field(&one_worker, name), "{name}");
+        assert_eq!(field(&first, name)[..2], field(&fewer, name)[..], "{name}");
+    }
+    // Sequential with more than one intra-op thread may round differently,
+    // but stays within the tolerance.
+    let sequential = report(&[
+        "--seeds",
+        "4",
+        "--threads",
+        "2",
+        "--execution",
+        "sequential",
+    ]);
+    for (s, p) in models(&sequential).iter().zip(models(&first)) {
+        let agree = agreement(s, p);
+        assert!(agree >= 0.99, "agreement {agree}");
+    }
+}
+
+#[test]
+fn auto_is_parallel_where_the_group_allows_it() {
+    let auto = report(&["--seeds", "2", "--threads", "1"]);
+    assert_eq!(auto["config"]["execution"], "auto");
+    assert_eq!(auto["execution"]["mode"], "parallel");
+    let cnn = report(&[
+        "--seeds",
+        "2",
+        "--threads",
+        "1",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(cnn["execution"]["mode"], "sequential");
+    assert_eq!(models(&cnn)[0]["execution"], "sequential");
+    let refused = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args([
+            "run",
+            "--seeds",
+            "2",
+            "--model",
+            "cnn",
+            "--execution",
+            "parallel",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: --execution: parallel: the cnn model trains sequentially only"
+    );
+}
+
+#[test]
+fn parallel_loss_failure_names_model_and_step() {
+    let output = Command::cargo_bin("churn-audit")
+        .unwrap()
+        .args([
+            "run",
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--threads",
+            "2",
+            "--execution",
+            "parallel",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e20",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("training model ") && stderr.contains("loss became"),
+        "{stderr}"
+    );
+}
