@@ -592,12 +592,19 @@ fn check_refresh(fraction: f64, n_train: usize) -> Result<()> {
     Ok(())
 }
 
-/// The models of a run, in report order.
-pub fn run_plan(config: &RunConfig) -> Vec<ModelSpec> {
+/// The models of a run, in report order, each to train alone with
+/// `--threads` intra-op threads (as `train --index` does).
+fn planned_specs(config: &RunConfig) -> Vec<ModelSpec> {
     // Every model is trained, even when nothing varies: that is the test.
-    let specs: Vec<ModelSpec> = (0..config.models)
+    (0..config.models)
         .map(|index| config.model_spec(&config.vary, index, index))
-        .collect();
+        .collect()
+}
+
+/// The models of a run as this process trains them: in parallel mode each
+/// on one thread (so a run directory names them as trained).
+fn run_specs(config: &RunConfig) -> Vec<ModelSpec> {
+    let specs = planned_specs(config);
     let parallel = config.execution != ExecutionChoice::Sequential
         && parallel_refusal(config, &specs).is_none();
     if parallel {
@@ -630,7 +637,7 @@ pub fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Report> {
     let (mut session, tensors) = Session::open(config, files, store)?;
-    let specs = run_plan(&session.config);
+    let specs = run_specs(&session.config);
     let parallel = match session.parallel(&specs) {
         Ok(parallel) => parallel,
         Err(reason) if session.config.execution == ExecutionChoice::Parallel => {
@@ -655,7 +662,7 @@ pub fn run(
 pub fn plan(config: &RunConfig) -> Result<Plan> {
     let prepared = data::load(&config.data)?;
     let origin = Origin::here(&DatasetInfo::describe(&prepared));
-    Ok(Plan::new(config.clone(), origin, run_plan(config)))
+    Ok(Plan::new(config.clone(), origin, planned_specs(config)))
 }
 
 /// Trains model `index` of the plan in `dir` (or finds it already stored).
