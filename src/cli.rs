@@ -84,6 +84,11 @@ pub struct ReportArgs {
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
 
+    /// Measure the models against this anchor, as `run --anchor` does (for
+    /// a run that distilled toward an anchor, it must be that one).
+    #[arg(long, value_name = "PATH")]
+    pub anchor: Option<PathBuf>,
+
     #[command(flatten)]
     pub checks: GateArgs,
 

@@ -18,7 +18,7 @@ use crate::metrics::anchor::MeanShare;
 use crate::metrics::churn::ChurnSummary;
 use crate::metrics::stats::{difference_interval, std_interval, Interval, Summary};
 use crate::report::audit::AuditReport;
-use crate::report::{percent, points, Report};
+use crate::report::{percent, points, Incomplete, Report};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +55,9 @@ pub enum Check {
     RequireReproducible,
     MaxChurnIncrease,
     MaxChurnVsAnchor,
+    /// Not asked for: every report combined from a run directory must hold
+    /// all its planned models.
+    Complete,
 }
 
 impl Check {
@@ -67,6 +70,7 @@ impl Check {
             Check::RequireReproducible => "--require-reproducible",
             Check::MaxChurnIncrease => "--max-churn-increase",
             Check::MaxChurnVsAnchor => "--max-churn-vs-anchor",
+            Check::Complete => "complete",
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct Judged<'a> {
     pub test_sha256: &'a str,
     /// Mean churn of the models against the --anchor, when there was one.
     pub churn_vs_anchor: Option<&'a MeanShare>,
+    /// Planned models missing from a report combined from a run directory.
+    pub incomplete: Option<&'a Incomplete>,
 }
 
 impl<'a> From<&'a Report> for Judged<'a> {
@@ -156,6 +162,7 @@ impl<'a> From<&'a Report> for Judged<'a> {
             reproducibility_models: report.models.len(),
             test_sha256: &report.dataset.test_sha256,
             churn_vs_anchor: report.anchor.as_ref().map(|anchor| &anchor.analysis.churn),
+            incomplete: report.incomplete.as_ref(),
         }
     }
 }
@@ -177,6 +184,7 @@ impl<'a> Judged<'a> {
             reproducibility_models: control_models,
             test_sha256: &report.dataset.test_sha256,
             churn_vs_anchor: None,
+            incomplete: None,
         })
     }
 }
@@ -248,6 +256,21 @@ pub fn evaluate(
             "mean churn against the anchor",
             percent,
         ));
+    }
+    if let Some(incomplete) = report.incomplete {
+        checks.push(Verdict {
+            check: Check::Complete,
+            threshold: None,
+            measured: None,
+            ci95: None,
+            outcome: Outcome::Fail,
+            message: format!(
+                "only {} of the {} planned models are in this report ({})",
+                incomplete.planned - incomplete.missing.len(),
+                incomplete.planned,
+                incomplete.missing.join("; ")
+            ),
+        });
     }
     if checks.is_empty() {
         return Ok(None);

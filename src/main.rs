@@ -218,21 +218,52 @@ fn train(args: &TrainArgs) -> Result<bool, Error> {
 fn report(args: &ReportArgs) -> Result<bool, Error> {
     let outputs = prepare(&args.output, &args.checks)?;
     let baseline = load_baseline(&args.checks)?;
+    refuse_outputs_inside(&args.dir, &args.output)?;
     let dir = RunDir::at(&args.dir);
     let plan = dir.read_plan()?;
-    let (report, problems) = pipeline::collect(&dir, &plan)?;
-    let passed = finish(report, &args.checks, baseline.as_ref(), &outputs)?;
-    for problem in &problems {
-        eprintln!("{problem}");
+    let report = pipeline::collect(&dir, &plan, args.anchor.as_deref())?;
+    // A missing model fails the `complete` check, which says which.
+    finish(report, &args.checks, baseline.as_ref(), &outputs)
+}
+
+/// A report written over its run directory's plan, or among its artifacts
+/// or locks, would destroy what it was made from: refused.
+fn refuse_outputs_inside(dir: &std::path::Path, output: &OutputArgs) -> Result<(), Error> {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Ok(());
+    };
+    let paths = [
+        ("--json", &output.json),
+        ("--markdown", &output.markdown),
+        ("--html", &output.html),
+        ("--junit", &output.junit),
+    ];
+    for (flag, path) in paths {
+        let Some(path) = path.as_deref().filter(|p| p.as_os_str() != "-") else {
+            continue;
+        };
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let Ok(parent) = std::fs::canonicalize(parent) else {
+            continue;
+        };
+        let own = parent == dir && path.file_name() == Some("plan.json".as_ref())
+            || parent.starts_with(dir.join("models"))
+            || parent.starts_with(dir.join("locks"));
+        if own {
+            return Err(Error::usage(
+                flag,
+                format!(
+                    "{} would replace part of the run directory {}; write reports elsewhere",
+                    path.display(),
+                    dir.display()
+                ),
+            ));
+        }
     }
-    if !problems.is_empty() {
-        eprintln!(
-            "incomplete: {} of the {} planned models are not in this report",
-            problems.len(),
-            plan.models.len()
-        );
-    }
-    Ok(passed && problems.is_empty())
+    Ok(())
 }
 
 fn progress(args: &CommonArgs, outputs: &Outputs, models: usize, epochs: usize) -> Progress {

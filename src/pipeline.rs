@@ -3,7 +3,7 @@
 //! its artifact: reused when one is intact, stored when trained.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Instant;
 
@@ -20,7 +20,8 @@ use crate::metrics::{predict, Prediction};
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{
-    self, AnchorReport, CodistillPeer, CodistillReport, DatasetInfo, Execution, ModelReport, Report,
+    self, short_hash, AnchorReport, CodistillPeer, CodistillReport, DatasetInfo, Execution,
+    Incomplete, ModelReport, Report,
 };
 use crate::saved_model::{self, Anchor, ModelId};
 use crate::train::{
@@ -682,10 +683,15 @@ pub fn train_planned(
 /// The report over every planned model of `dir` with an intact artifact that
 /// matches the plan's data and libtorch, and one line per planned model that
 /// has none. Nothing is trained.
-pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
+pub fn collect(dir: &RunDir, plan: &Plan, anchor: Option<&Path>) -> Result<Report> {
     let prepared = data::load(&plan.config.data)?;
     let dataset = DatasetInfo::describe(&prepared);
+    let anchor = match anchor {
+        Some(path) => Some(collected_anchor(path, &plan.config, &prepared, &dataset)?),
+        None => None,
+    };
     let mut session = Session::over(plan.config.clone(), Some(dir), dataset, prepared.split.test);
+    session.anchor = anchor;
     // The artifacts are judged against the plan; the data here must be the plan's too.
     let here = Origin {
         libtorch: plan.origin.libtorch.clone(),
@@ -698,7 +704,12 @@ pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
     for planned in &plan.models {
         let path = dir.artifact_path(&planned.key);
         match session.stored(&planned.key, &planned.spec) {
-            Ok(index) => members.push(index),
+            Ok(index) => {
+                // The plan's numbering, so that a missing model leaves a gap
+                // rather than renaming the models after it.
+                session.models[index].index = planned.index;
+                members.push(index);
+            }
             Err(Unusable::Missing) => problems.push(format!(
                 "model {}: missing ({} does not exist)",
                 planned.index,
@@ -729,7 +740,39 @@ pub fn collect(dir: &RunDir, plan: &Plan) -> Result<(Report, Vec<String>)> {
             ),
         });
     }
-    Ok((session.report(&members, true), problems))
+    let planned = plan.models.len();
+    let mut report = session.report(&members, true);
+    report.incomplete = (!problems.is_empty()).then_some(Incomplete {
+        planned,
+        missing: problems,
+    });
+    Ok(report)
+}
+
+/// The anchor `report DIR --anchor PATH` measures against; for a run that
+/// distilled toward an anchor, it must be that one.
+fn collected_anchor(
+    path: &Path,
+    config: &RunConfig,
+    prepared: &data::Prepared,
+    dataset: &DatasetInfo,
+) -> Result<Anchor> {
+    let tensors = TrainData::new(&prepared.split, config.device.resolve()?)?;
+    let anchor = saved_model::load_anchor(path, &tensors, dataset)?;
+    if let Mitigation::Anchor { anchor_sha256, .. } = &config.train.mitigation {
+        if *anchor_sha256 != anchor.info.sha256 {
+            return Err(Error::usage(
+                "--anchor",
+                format!(
+                    "{}: not the anchor this run distilled toward (its sha256 {}…, the run's {}…)",
+                    path.display(),
+                    short_hash(&anchor.info.sha256),
+                    short_hash(anchor_sha256)
+                ),
+            ));
+        }
+    }
+    Ok(anchor)
 }
 
 /// One audit group as planned: its models, or why it cannot run here.

@@ -183,20 +183,28 @@ fn a_truncated_or_corrupt_artifact_is_detected_and_retrained() {
     // `report` names both and leaves them out.
     let reported = output(&["report", path_arg(&out), "--json", "-"]);
     assert_eq!(reported.status.code(), Some(1));
-    let lines: Vec<String> = stderr(&reported).lines().map(str::to_owned).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0].starts_with(&format!(
-        "model 0: {}: truncated or corrupt: its contents hash to ",
+    let said = stderr(&reported);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.starts_with(&format!(
+        "check failed: complete: only 2 of the 4 planned models are in this report (model 0: {}: truncated or corrupt: its contents hash to ",
         truncated.display()
-    )));
-    assert!(lines[1].starts_with(&format!(
-        "model 2: {}: truncated or corrupt",
+    )), "{said}");
+    assert!(said.contains(&format!(
+        "; model 2: {}: truncated or corrupt",
         corrupt.display()
     )));
-    assert_eq!(
-        lines[2],
-        "incomplete: 2 of the 4 planned models are not in this report"
-    );
+    // The written report says so too, with the plan's numbering kept.
+    let report: Value = serde_json::from_slice(&reported.stdout).unwrap();
+    assert_eq!(report["incomplete"]["planned"], 4);
+    assert_eq!(report["incomplete"]["missing"].as_array().unwrap().len(), 2);
+    let indices: Vec<u64> = report["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [1, 3]);
+    assert_eq!(report["gate"]["passed"], false);
 
     // A rerun retrains both, says so, and reports as before.
     let rerun = succeeds(&[&args[..], &["--json", "-"]].concat());
@@ -254,9 +262,9 @@ fn artifacts_from_another_libtorch_or_data_are_listed_not_combined() {
     assert_eq!(
         stderr(&reported),
         format!(
-            "model 1: {}: not combined, it differs from the plan: libtorch 2.0.0 (expected {expected_torch})\n\
-             model 2: {}: not combined, it differs from the plan: test_sha256 ab12 (expected {test_sha})\n\
-             incomplete: 2 of the 4 planned models are not in this report\n",
+            "check failed: complete: only 2 of the 4 planned models are in this report (\
+             model 1: {}: not combined, it differs from the plan: libtorch 2.0.0 (expected {expected_torch}); \
+             model 2: {}: not combined, it differs from the plan: test_sha256 ab12 (expected {test_sha}))\n",
             other_torch.display(),
             other_data.display()
         )
@@ -613,4 +621,65 @@ fn what_cannot_go_through_artifacts_is_refused() {
         assert_eq!(stderr(&refused), message);
     }
     assert!(!out.exists());
+}
+
+#[test]
+fn report_measures_against_the_runs_anchor_and_never_writes_into_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, out) = (dir.path().join("saved"), dir.path().join("run"));
+    let base = [&["run"], FAST, &["--seeds", "2"]].concat();
+    succeeds(
+        &[
+            &base[..],
+            &["--base-seed", "7", "--save-models", path_arg(&saved)],
+        ]
+        .concat(),
+    );
+    let (anchor, other) = (saved.join("model-0.json"), saved.join("model-1.json"));
+    let mitigated = [
+        &base[..],
+        &[
+            "--mitigate",
+            "anchor",
+            "--anchor",
+            path_arg(&anchor),
+            "--out",
+            path_arg(&out),
+        ],
+    ]
+    .concat();
+    let ran: Value =
+        serde_json::from_slice(&succeeds(&[&mitigated[..], &["--json", "-"]].concat()).stdout)
+            .unwrap();
+    let reported = succeeds(&[
+        "report",
+        path_arg(&out),
+        "--anchor",
+        path_arg(&anchor),
+        "--json",
+        "-",
+    ]);
+    let reported: Value = serde_json::from_slice(&reported.stdout).unwrap();
+    assert_eq!(reported["anchor"]["models"], ran["anchor"]["models"]);
+
+    let wrong = output(&["report", path_arg(&out), "--anchor", path_arg(&other)]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(stderr(&wrong).starts_with(&format!(
+        "error: --anchor: {}: not the anchor this run distilled toward (its sha256 ",
+        other.display()
+    )));
+
+    let plan = out.join("plan.json");
+    let before = std::fs::read(&plan).unwrap();
+    let over = output(&["report", path_arg(&out), "--json", path_arg(&plan)]);
+    assert_eq!(over.status.code(), Some(2));
+    assert_eq!(
+        stderr(&over),
+        format!(
+            "error: --json: {} would replace part of the run directory {}; write reports elsewhere\n",
+            plan.display(),
+            std::fs::canonicalize(&out).unwrap().display()
+        )
+    );
+    assert_eq!(std::fs::read(&plan).unwrap(), before);
 }

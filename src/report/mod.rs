@@ -52,6 +52,17 @@ pub struct Report {
     /// Churn within co-distilled runs; absent unless --mitigate codistill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codistill: Option<CodistillReport>,
+    /// Planned models missing from a report combined from a run directory
+    /// (`churn-audit report DIR`); absent when every planned model is in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incomplete {
+    pub planned: usize,
+    /// One line per planned model left out, and why.
+    pub missing: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +319,7 @@ impl Report {
             gate: None,
             anchor: None,
             codistill: None,
+            incomplete: None,
         }
     }
 

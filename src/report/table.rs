@@ -37,19 +37,22 @@ pub fn render(report: &Report) -> String {
     models.add_rows(model_rows(report));
     out += &format!("{models}\n");
 
-    let n = report.models.len();
-    let mut matrix =
-        table(std::iter::once("churn".to_owned()).chain((0..n).map(|j| j.to_string())));
+    // Labelled by each model's index, which has gaps in a report combined
+    // from a run directory that lacks some planned models.
+    let labels: Vec<String> = report.models.iter().map(|m| m.index.to_string()).collect();
+    let mut matrix = table(std::iter::once("churn".to_owned()).chain(labels.iter().cloned()));
     for (i, row) in report.analysis.churn.matrix.iter().enumerate() {
         matrix.add_row(
-            std::iter::once(Cell::new(i)).chain(row.iter().enumerate().map(|(j, &value)| {
-                Cell::new(if i == j {
-                    "-".to_owned()
-                } else {
-                    percent(value)
-                })
-                .set_alignment(CellAlignment::Right)
-            })),
+            std::iter::once(Cell::new(&labels[i])).chain(row.iter().enumerate().map(
+                |(j, &value)| {
+                    Cell::new(if i == j {
+                        "-".to_owned()
+                    } else {
+                        percent(value)
+                    })
+                    .set_alignment(CellAlignment::Right)
+                },
+            )),
         );
     }
     out += &format!("{matrix}\n");
