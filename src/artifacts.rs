@@ -14,9 +14,11 @@
 //! (`output::replace`): a crash leaves the old file or the new one, never a mix.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,13 +28,21 @@ use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::output::{replace, temporary_sibling};
 use crate::report::{DatasetInfo, ToolInfo};
-use crate::train::{ModelSpec, Trained};
+use crate::train::{Mitigation, ModelSpec, Trained};
 
 const HEADER: &str = "churn-audit artifact v1 sha256:";
 const PLAN_VERSION: u32 = 1;
 const PLAN_FILE: &str = "plan.json";
 const MODELS: &str = "models";
 const LOCKS: &str = "locks";
+/// A plan holds a config and at most a few hundred specs: kilobytes.
+const MAX_PLAN_BYTES: u64 = 64 << 20;
+/// Room in an artifact beyond its logits (config, hashes, formatting).
+const ARTIFACT_SLACK_BYTES: u64 = 64 << 20;
+/// A temporary file younger than this may be another writer's, still being
+/// written (on a file system without working locks two can write one model):
+/// left alone. Writing an artifact takes seconds at most.
+const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// What must match for models to be combined in one report: the libtorch
 /// they were trained with and the data, by fingerprint.
@@ -139,6 +149,62 @@ impl Plan {
 }
 
 impl Plan {
+    /// Why this plan cannot be what `plan` or `run --out` wrote: an edited or
+    /// damaged field, which would mislabel models or train under another key.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.version != PLAN_VERSION {
+            return Err(format!(
+                "plan version {} (this churn-audit reads version {PLAN_VERSION})",
+                self.version
+            ));
+        }
+        let config = &self.config;
+        crate::cli::check_config(config)
+            .map_err(|why| format!("edited or damaged: config.{why}"))?;
+        let actual = config.sha256();
+        if self.config_sha256 != actual {
+            return Err(format!(
+                "edited or damaged: config_sha256 is {}, but its config hashes to {actual}",
+                self.config_sha256
+            ));
+        }
+        let n = self.models.len();
+        if n != config.models {
+            return Err(format!(
+                "edited or damaged: it lists {n} models, its config {}",
+                config.models
+            ));
+        }
+        for (position, planned) in self.models.iter().enumerate() {
+            if planned.index != position {
+                return Err(format!(
+                    "edited or damaged: models[{position}] has index {} (the models must be numbered 0 to {} in order)",
+                    planned.index,
+                    n - 1
+                ));
+            }
+            // As `plan` lists it, or as the parallel mode trains it (one thread).
+            let expected = config.model_spec(&config.vary, position, position);
+            let one_thread = ModelSpec {
+                threads: 1,
+                ..expected.clone()
+            };
+            if planned.spec != expected && planned.spec != one_thread {
+                return Err(format!(
+                    "edited or damaged: models[{position}].spec is not model {position} of its config"
+                ));
+            }
+            let key = config.model_key(&planned.spec);
+            if planned.key != key {
+                return Err(format!(
+                    "edited or damaged: models[{position}].key is {}, but its spec's key is {key}",
+                    planned.key
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses `found`, the origin of what is here in `dir` (`what`), unless
     /// it is the plan's.
     pub fn require(&self, found: &Origin, dir: &Path, what: &str) -> Result<()> {
@@ -175,13 +241,21 @@ impl RunDir {
     }
 
     /// Creates the directory and checks that every part of it takes new files,
-    /// so a read-only or missing destination fails before any training.
+    /// so a read-only or missing destination fails before any training; so
+    /// does a directory standing where an artifact goes, which no write can
+    /// replace (and which may hold someone's files).
     pub fn prepare(&self) -> Result<()> {
         for dir in [
             self.root.clone(),
             self.root.join(MODELS),
             self.root.join(LOCKS),
         ] {
+            if fs::metadata(&dir).is_ok_and(|meta| !meta.is_dir()) {
+                return Err(Error::usage(
+                    "--out",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
             let probe = temporary_sibling(&dir.join(".probe"));
             let writable = fs::create_dir_all(&dir).and_then(|()| {
                 OpenOptions::new()
@@ -197,6 +271,19 @@ impl RunDir {
                 ));
             }
             let _ = fs::remove_file(&probe);
+        }
+        let models = fs::read_dir(self.root.join(MODELS)).map_err(|source| Error::Output {
+            path: self.root.join(MODELS),
+            source,
+        })?;
+        for entry in models.flatten() {
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            if is_dir && entry.file_name().to_string_lossy().ends_with(".artifact") {
+                return Err(Error::RunDir {
+                    path: entry.path(),
+                    message: "a directory where an artifact goes; it cannot be replaced, so move or remove it".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -221,22 +308,36 @@ impl RunDir {
             path: path.clone(),
             message,
         };
-        let text = fs::read_to_string(&path).map_err(|err| match err.kind() {
-            ErrorKind::NotFound => refuse(format!(
+        if fs::metadata(&self.root).is_ok_and(|meta| !meta.is_dir()) {
+            return Err(Error::RunDir {
+                path: self.root.clone(),
+                message: "not a directory".into(),
+            });
+        }
+        let bytes = read_regular(&path, MAX_PLAN_BYTES).map_err(|err| match err {
+            ReadError::Missing if self.holds_artifacts() => refuse(format!(
+                "no plan here, only artifacts: an `audit --out` directory has none (an audit resumes by running it again with the same --out); for a run, write one with `churn-audit plan ... --out {}`",
+                self.root.display()
+            )),
+            ReadError::Missing => refuse(format!(
                 "no plan here; write one with `churn-audit plan ... --out {}`",
                 self.root.display()
             )),
-            _ => refuse(format!("cannot read: {err}")),
+            ReadError::Refused(why) => refuse(why),
         })?;
-        let plan: Plan = serde_json::from_str(&text)
+        let plan: Plan = serde_json::from_slice(&bytes)
             .map_err(|err| refuse(format!("not a churn-audit plan: {err}")))?;
-        if plan.version != PLAN_VERSION {
-            return Err(refuse(format!(
-                "plan version {} (this churn-audit reads version {PLAN_VERSION})",
-                plan.version
-            )));
-        }
+        plan.check().map_err(refuse)?;
         Ok(plan)
+    }
+
+    /// Whether `DIR/models` holds any artifact.
+    fn holds_artifacts(&self) -> bool {
+        fs::read_dir(self.root.join(MODELS)).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().ends_with(".artifact"))
+        })
     }
 
     /// Waits until no other process trains model `key`, and holds it.
@@ -246,12 +347,31 @@ impl RunDir {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
+        let not_a_file = |kind| Error::RunDir {
+            path: path.clone(),
+            message: format!("not a regular file ({}); move or remove it", describe(kind)),
+        };
+        // Non-blocking: opening a FIFO put there would wait for a reader
+        // (it fails instead, ENXIO, and is named below).
+        let opened = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)
-            .map_err(failed)?;
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(err) => {
+                return Err(match fs::metadata(&path) {
+                    Ok(meta) if !meta.is_file() => not_a_file(meta.file_type()),
+                    _ => failed(err),
+                })
+            }
+        };
+        let kind = file.metadata().map_err(failed)?.file_type();
+        if !kind.is_file() {
+            return Err(not_a_file(kind));
+        }
         let flock = |operation| {
             // SAFETY: flock on a descriptor this function owns; no memory is shared.
             if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
@@ -273,13 +393,39 @@ impl RunDir {
         Ok(Lock { _held: file })
     }
 
-    /// The artifact of model `key`, checked against its hash, its key and
-    /// `expected`.
-    pub fn load(&self, key: &str, expected: &Origin) -> Result<Artifact, Unusable> {
-        let bytes = match fs::read(self.artifact_path(key)) {
+    /// The artifact of model `key`, checked against its hash, its key,
+    /// `expected` (its origin), and the shape of what `config` trains on
+    /// `dataset`: a test logit per test example and class, and with
+    /// co-distillation one peer per other member. A key is the sha256 of the
+    /// resolved model, so an artifact with the right key holds the model the
+    /// plan expects.
+    pub fn load(
+        &self,
+        key: &str,
+        expected: &Origin,
+        config: &RunConfig,
+        dataset: &DatasetInfo,
+    ) -> Result<Artifact, Unusable> {
+        let shape = Shape {
+            logits: dataset.n_test * dataset.n_classes,
+            peers: match config.train.mitigation {
+                Mitigation::Codistill { k, .. } => k.saturating_sub(1),
+                _ => 0,
+            },
+        };
+        self.read_artifact(key, expected, &shape)
+    }
+
+    fn read_artifact(
+        &self,
+        key: &str,
+        expected: &Origin,
+        shape: &Shape,
+    ) -> Result<Artifact, Unusable> {
+        let bytes = match read_regular(&self.artifact_path(key), shape.max_bytes()) {
             Ok(bytes) => bytes,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Err(Unusable::Missing),
-            Err(err) => return Err(Unusable::Damaged(format!("cannot read it: {err}"))),
+            Err(ReadError::Missing) => return Err(Unusable::Missing),
+            Err(ReadError::Refused(why)) => return Err(Unusable::Damaged(why)),
         };
         let artifact = decode(&bytes).map_err(Unusable::Damaged)?;
         if artifact.key != key || artifact.model.key() != key {
@@ -292,23 +438,167 @@ impl RunDir {
         if !differences.is_empty() {
             return Err(Unusable::Mismatch(differences.join(", ")));
         }
+        shape.check(&artifact).map_err(Unusable::Damaged)?;
         Ok(artifact)
     }
 
-    /// Writes `artifact` in place of any earlier one. The caller holds its lock,
-    /// so temporary files of the same model are leftovers of a killed writer.
+    /// Writes `artifact` in place of any earlier one. Temporary files of the
+    /// same model old enough to be a killed writer's are removed first;
+    /// younger ones may be another writer's, on a file system without
+    /// working locks, and are left to it. Should the write fail while an
+    /// intact artifact of this model is there (that other writer's), the
+    /// model is stored all the same.
     pub fn save(&self, artifact: &Artifact) -> Result<()> {
         let path = self.artifact_path(&artifact.key);
-        let leftover = format!("{}.artifact.", artifact.key);
-        if let Ok(entries) = fs::read_dir(self.root.join(MODELS)) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&leftover) && name.ends_with(".tmp") {
-                    let _ = fs::remove_file(entry.path());
-                }
+        self.remove_stale_temporaries(&artifact.key, SystemTime::now());
+        let written = replace(&path, &encode(artifact));
+        self.settle(written, artifact)
+    }
+
+    /// The outcome of writing `artifact`: failure only if no intact artifact
+    /// of the same model, origin and shape is there after all.
+    fn settle(&self, written: std::io::Result<()>, artifact: &Artifact) -> Result<()> {
+        let Err(source) = written else {
+            return Ok(());
+        };
+        let shape = Shape {
+            logits: artifact.trained.test_logits.len(),
+            peers: artifact.peers.len(),
+        };
+        match self.read_artifact(&artifact.key, &artifact.origin, &shape) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Output {
+                path: self.artifact_path(&artifact.key),
+                source,
+            }),
+        }
+    }
+
+    fn remove_stale_temporaries(&self, key: &str, now: SystemTime) {
+        let leftover = format!("{key}.artifact.");
+        let Ok(entries) = fs::read_dir(self.root.join(MODELS)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(&leftover) && name.ends_with(".tmp")) {
+                continue;
+            }
+            let modified = entry.metadata().and_then(|meta| meta.modified());
+            let age = modified.map(|at| now.duration_since(at).unwrap_or_default());
+            if age.is_ok_and(|age| age >= STALE_AFTER) {
+                let _ = fs::remove_file(entry.path());
             }
         }
-        replace(&path, &encode(artifact)).map_err(|source| Error::Output { path, source })
+    }
+}
+
+/// What an artifact of a model must hold: its test logits' length and its
+/// number of co-distilled peers (each with as many logits).
+struct Shape {
+    logits: usize,
+    peers: usize,
+}
+
+impl Shape {
+    fn check(&self, artifact: &Artifact) -> std::result::Result<(), String> {
+        let found = artifact.trained.test_logits.len();
+        if found != self.logits {
+            return Err(format!(
+                "it holds {found} test logits, expected {} (a test example × class each)",
+                self.logits
+            ));
+        }
+        if artifact.peers.len() != self.peers {
+            return Err(format!(
+                "it holds {} co-distilled peers, expected {}",
+                artifact.peers.len(),
+                self.peers
+            ));
+        }
+        for (member, peer) in (1..).zip(&artifact.peers) {
+            let found = peer.test_logits.len();
+            if found != self.logits {
+                return Err(format!(
+                    "its peer {member} holds {found} test logits, expected {}",
+                    self.logits
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The most bytes an artifact of this shape can take (8 hex digits a logit).
+    fn max_bytes(&self) -> u64 {
+        let logits = (self.logits as u64).saturating_mul(self.peers as u64 + 1);
+        logits
+            .saturating_mul(8)
+            .saturating_mul(2)
+            .saturating_add(ARTIFACT_SLACK_BYTES)
+    }
+}
+
+enum ReadError {
+    Missing,
+    /// Not a regular file, too large, or unreadable: why.
+    Refused(String),
+}
+
+/// The bytes of `path`, a regular file (after following links) of at most
+/// `limit` bytes. Anything else is refused without reading it: a FIFO would
+/// block, a device (a link to /dev/zero) would never end.
+fn read_regular(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, ReadError> {
+    let refused = |err: std::io::Error| match err.kind() {
+        ErrorKind::NotFound => ReadError::Missing,
+        _ => ReadError::Refused(format!("cannot read it: {err}")),
+    };
+    // Non-blocking, so that opening a FIFO returns at once; the type is
+    // checked on the open file, so nothing can be swapped in between.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(refused)?;
+    let meta = file.metadata().map_err(refused)?;
+    if !meta.is_file() {
+        return Err(ReadError::Refused(format!(
+            "not a regular file ({})",
+            describe(meta.file_type())
+        )));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::Refused(format!(
+            "{} bytes, more than the {limit} it can hold",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Capped too: a file that grows while read.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(refused)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::Refused(format!(
+            "more than the {limit} bytes it can hold"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// What a file that is not a regular one is, for messages.
+fn describe(kind: fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
     }
 }
 
@@ -420,5 +710,119 @@ mod tests {
         assert!(decode(text.as_bytes())
             .unwrap_err()
             .starts_with("truncated or corrupt: its contents hash to 44136fa3"));
+    }
+
+    fn config() -> RunConfig {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["churn-audit", "run", "--threads", "1"]).unwrap();
+        let crate::cli::Command::Run(args) = cli.command else {
+            unreachable!("parsed a run")
+        };
+        RunConfig::from_args(&args).unwrap()
+    }
+
+    fn plan(config: RunConfig) -> Plan {
+        let specs = (0..config.models)
+            .map(|index| config.model_spec(&config.vary, index, index))
+            .collect();
+        Plan::new(config, origin(), specs)
+    }
+
+    #[test]
+    fn a_plan_with_values_no_command_accepts_is_refused() {
+        assert_eq!(plan(config()).check(), Ok(()));
+        let mut config = config();
+        config.train.batch_size = 0;
+        assert_eq!(
+            plan(config.clone()).check().unwrap_err(),
+            "edited or damaged: config.train.batch_size: must be at least 1, got 0"
+        );
+        config.train.batch_size = 32;
+        config.model.dropout = 1.0;
+        assert_eq!(
+            plan(config.clone()).check().unwrap_err(),
+            "edited or damaged: config.model.dropout: must be in [0, 1), got 1"
+        );
+        config.model.dropout = 0.2;
+        config.train.learning_rate = f64::NAN;
+        assert_eq!(
+            plan(config.clone()).check().unwrap_err(),
+            "edited or damaged: config.train.learning_rate: must be finite, got NaN"
+        );
+        config.train.learning_rate = 0.001;
+        config.models = 1;
+        assert_eq!(
+            plan(config).check().unwrap_err(),
+            "edited or damaged: config.models: must be at least 2, got 1"
+        );
+    }
+
+    fn artifact(config: &RunConfig, logits: usize) -> Artifact {
+        let spec = config.model_spec(&config.vary, 0, 0);
+        Artifact {
+            key: config.model_key(&spec),
+            model: config.resolve(&spec),
+            origin: origin(),
+            accuracy: 0.5,
+            trained: Trained {
+                test_logits: vec![0.5; logits],
+                weights_sha256: "w".into(),
+                predictions_sha256: "p".into(),
+                data_order_sha256: "d".into(),
+                steps: 1,
+                seconds: 0.0,
+                execution: "sequential".into(),
+            },
+            peers: Vec::new(),
+        }
+    }
+
+    /// Two writers of one model on a file system without working locks: a
+    /// write that fails (its temporary file gone, say) while an intact
+    /// artifact of the same model is there has stored the model after all.
+    #[test]
+    fn a_failed_write_over_an_intact_artifact_of_the_model_succeeds() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(root.path());
+        dir.prepare().unwrap();
+        let config = config();
+        let gone = || Err(std::io::Error::from(ErrorKind::NotFound));
+        let mine = artifact(&config, 12);
+        let failed = dir.settle(gone(), &mine).unwrap_err().to_string();
+        assert_eq!(
+            failed,
+            format!(
+                "cannot write {}: entity not found",
+                dir.artifact_path(&mine.key).display()
+            )
+        );
+        dir.save(&artifact(&config, 12)).unwrap();
+        assert!(dir.settle(gone(), &mine).is_ok());
+        // Not if what is there would not do in its place.
+        assert!(dir.settle(gone(), &artifact(&config, 10)).is_err());
+    }
+
+    #[test]
+    fn only_stale_temporary_files_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(root.path());
+        dir.prepare().unwrap();
+        let models = root.path().join(MODELS);
+        let (young, old) = (
+            models.join("k.artifact.7.000000001.tmp"),
+            models.join("k.artifact.8.000000002.tmp"),
+        );
+        let other = models.join("j.artifact.9.000000003.tmp");
+        for path in [&young, &old, &other] {
+            fs::write(path, b"partial").unwrap();
+        }
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for path in [&old, &other] {
+            let file = File::options().write(true).open(path).unwrap();
+            file.set_modified(an_hour_ago).unwrap();
+        }
+        dir.remove_stale_temporaries("k", SystemTime::now());
+        assert!(young.exists() && !old.exists() && other.exists());
     }
 }

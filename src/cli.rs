@@ -591,6 +591,119 @@ fn open_unit_interval(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// The first value of `config` the command line would refuse, as "FIELD:
+/// why" with FIELD its path in the JSON form (a plan's `config`), so that a
+/// hand-edited plan cannot train what no command could ask for.
+pub(crate) fn check_config(config: &crate::config::RunConfig) -> Result<(), String> {
+    use crate::train::Mitigation;
+    let whole_value = |value: usize| value.to_string();
+    let real = |value: f64| value.to_string();
+    let mut checks: Vec<(&str, Result<(), String>)> = vec![
+        (
+            "data.num_features",
+            config.data.num_features.map_or(Ok(()), |n| {
+                whole::<1, MAX_FEATURES>(&whole_value(n)).map(drop)
+            }),
+        ),
+        (
+            "data.num_classes",
+            config.data.num_classes.map_or(Ok(()), |n| {
+                whole::<2, MAX_CLASSES>(&whole_value(n)).map(drop)
+            }),
+        ),
+        (
+            "data.split.test_fraction",
+            open_unit_interval(&real(config.data.split.test_fraction)).map(drop),
+        ),
+        (
+            "model.dropout",
+            probability(&real(config.model.dropout)).map(drop),
+        ),
+        (
+            "train.learning_rate",
+            learning_rate(&real(config.train.learning_rate)).map(drop),
+        ),
+        (
+            "train.momentum",
+            probability(&real(config.train.momentum)).map(drop),
+        ),
+        (
+            "train.epochs",
+            whole::<1, MAX_EPOCHS>(&whole_value(config.train.epochs)).map(drop),
+        ),
+        (
+            "train.batch_size",
+            whole::<1, MAX_BATCH>(&whole_value(config.train.batch_size)).map(drop),
+        ),
+        (
+            "models",
+            whole::<2, MAX_MODELS>(&whole_value(config.models)).map(drop),
+        ),
+        (
+            "threads",
+            whole::<1, MAX_THREADS>(&whole_value(config.threads)).map(drop),
+        ),
+        (
+            "refresh_fraction",
+            open_unit_interval(&real(config.refresh_fraction)).map(drop),
+        ),
+        (
+            "tie_epsilon",
+            non_negative(&real(config.tie_epsilon)).map(drop),
+        ),
+    ];
+    for width in &config.model.hidden {
+        checks.push((
+            "model.hidden",
+            whole::<1, MAX_WIDTH>(&whole_value(*width)).map(drop),
+        ));
+    }
+    match &config.train.mitigation {
+        Mitigation::None => {}
+        Mitigation::Entropy { weight } => checks.push((
+            "train.mitigation.weight",
+            entropy_weight(&real(*weight)).map(drop),
+        )),
+        Mitigation::Codistill {
+            alpha,
+            temperature: t,
+            k,
+            ..
+        } => checks.extend([
+            (
+                "train.mitigation.alpha",
+                unit_interval(&real(*alpha)).map(drop),
+            ),
+            (
+                "train.mitigation.temperature",
+                temperature(&real(*t)).map(drop),
+            ),
+            (
+                "train.mitigation.k",
+                whole::<2, MAX_CODISTILL>(&whole_value(*k)).map(drop),
+            ),
+        ]),
+        Mitigation::Anchor {
+            alpha,
+            temperature: t,
+            ..
+        } => checks.extend([
+            (
+                "train.mitigation.alpha",
+                unit_interval(&real(*alpha)).map(drop),
+            ),
+            (
+                "train.mitigation.temperature",
+                temperature(&real(*t)).map(drop),
+            ),
+        ]),
+    }
+    match checks.into_iter().find(|(_, check)| check.is_err()) {
+        Some((field, Err(why))) => Err(format!("{field}: {why}")),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ pub fn task_index(
             (index, name)
         }
     };
+    if planned == 0 {
+        return Err(Error::usage(origin, "the plan has no models"));
+    }
     if index >= planned {
         return Err(Error::usage(
             origin,

@@ -325,7 +325,7 @@ impl<'a> Session<'a> {
         let Some(dir) = self.store else {
             return false;
         };
-        match dir.load(key, &self.origin) {
+        match dir.load(key, &self.origin, &self.config, &self.dataset) {
             Ok(_) => true,
             Err(Unusable::Missing) => false,
             Err(Unusable::Damaged(why) | Unusable::Mismatch(why)) => {
@@ -395,7 +395,7 @@ impl<'a> Session<'a> {
     /// The index of model `key` read from its artifact, or why it cannot be.
     fn stored(&mut self, key: &str, spec: &ModelSpec) -> Result<usize, Unusable> {
         let artifact = match self.store {
-            Some(dir) => dir.load(key, &self.origin)?,
+            Some(dir) => dir.load(key, &self.origin, &self.config, &self.dataset)?,
             None => return Err(Unusable::Missing),
         };
         let index = self.models.len();

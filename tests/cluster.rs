@@ -161,8 +161,11 @@ fn killed_between_writing_and_renaming_an_artifact_a_run_resumes() {
     // The written, fsynced, never renamed file a crash leaves behind.
     assert_eq!(files(&out.join("models"), ".tmp").len(), 1);
 
+    // Ignored, and left in case another writer still fills it (see
+    // a_temporary_file_another_writer_may_still_fill_is_left_alone).
+    let leftover = files(&out.join("models"), ".tmp");
     let resumed = comparable(&succeeds(&[&args[..], &["--json", "-"]].concat()));
-    assert_eq!(files(&out.join("models"), ".tmp"), Vec::<PathBuf>::new());
+    assert_eq!(files(&out.join("models"), ".tmp"), leftover);
     assert_eq!(resumed, run(&["--seeds", "2"]));
 }
 
@@ -427,6 +430,19 @@ fn an_audit_resumes_from_its_artifacts() {
     assert!(artifacts(&out).len() >= 6);
     // Equal down to every model's training time: nothing was trained again.
     assert_eq!(resumable(&succeeds(&args)), resumable(&first));
+    // An audit's directory has no plan, and `report` says what it is.
+    let reported = output(&["report", path_arg(&out)]);
+    assert_eq!(reported.status.code(), Some(2));
+    assert_eq!(
+        stderr(&reported),
+        format!(
+            "error: {}: no plan here, only artifacts: an `audit --out` directory has none \
+             (an audit resumes by running it again with the same --out); \
+             for a run, write one with `churn-audit plan ... --out {}`\n",
+            out.join("plan.json").display(),
+            out.display()
+        )
+    );
 }
 
 /// Makes a directory unwritable, even for root (`chattr +i`), until dropped.
@@ -682,4 +698,311 @@ fn report_measures_against_the_runs_anchor_and_never_writes_into_the_directory()
         )
     );
     assert_eq!(std::fs::read(&plan).unwrap(), before);
+}
+
+/// `output` of a command that must finish within a minute: a regression
+/// that hangs (opening a FIFO) fails the test instead of stalling it.
+fn output_soon(args: &[&str]) -> Output {
+    let child = churn_audit()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            let _ = Process::new("kill").args(["-9", &pid]).status();
+            panic!("{args:?} still running after 60 s");
+        })
+}
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let made = Process::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success());
+}
+
+#[test]
+fn a_temporary_file_another_writer_may_still_fill_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["plan"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    let artifact = planned(&out, 0);
+    // Another machine's write in flight (no working flock on its mount), and
+    // a killed writer's leftover from an hour ago.
+    let name = artifact.file_name().unwrap().to_string_lossy().into_owned();
+    let in_flight = out
+        .join("models")
+        .join(format!("{name}.4242.000000001.tmp"));
+    let stale = out
+        .join("models")
+        .join(format!("{name}.4243.000000002.tmp"));
+    for path in [&in_flight, &stale] {
+        std::fs::write(path, b"churn-audit artifact v1 sha256:").unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(&stale).unwrap();
+    file.set_modified(an_hour_ago).unwrap();
+    drop(file);
+
+    succeeds(&["train", "-q", "--out", path_arg(&out), "--index", "0"]);
+    assert!(intact(&artifact));
+    assert!(
+        in_flight.exists(),
+        "another writer's temporary file was deleted"
+    );
+    assert!(!stale.exists(), "a stale temporary file was kept");
+}
+
+/// Rewrites plan.json with `edit`.
+fn edit_plan(dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join("plan.json");
+    let mut plan: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut plan);
+    std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+}
+
+#[test]
+fn an_edited_plan_is_refused_naming_plan_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["plan"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    let original = std::fs::read_to_string(out.join("plan.json")).unwrap();
+    let plan: Value = serde_json::from_str(&original).unwrap();
+    let config_sha = plan["config_sha256"].as_str().unwrap().to_owned();
+    let key = |index: usize| plan["models"][index]["key"].as_str().unwrap().to_owned();
+    let refused = |edit: &dyn Fn(&mut Value), message: String| {
+        std::fs::write(out.join("plan.json"), &original).unwrap();
+        edit_plan(&out, edit);
+        for command in [
+            vec!["train", "--out", path_arg(&out), "--index", "0"],
+            vec!["report", path_arg(&out)],
+        ] {
+            let output = output(&command);
+            assert_eq!(output.status.code(), Some(2), "{command:?}");
+            let said = stderr(&output);
+            let expected = format!(
+                "error: {}: edited or damaged: {message}",
+                out.join("plan.json").display()
+            );
+            // One line; `message` may leave off its end.
+            assert!(said.starts_with(&expected), "{command:?}: {said}");
+            assert_eq!(said.lines().count(), 1, "{command:?}: {said}");
+        }
+    };
+    refused(
+        &|plan| {
+            let first = plan["models"][0].clone();
+            plan["models"].as_array_mut().unwrap().push(first);
+        },
+        "it lists 4 models, its config 3".into(),
+    );
+    refused(
+        &|plan| plan["models"][1] = plan["models"][0].clone(),
+        "models[1] has index 0 (the models must be numbered 0 to 2 in order)".into(),
+    );
+    refused(
+        &|plan| plan["models"] = Value::Array(Vec::new()),
+        "it lists 0 models, its config 3".into(),
+    );
+    refused(
+        &|plan| plan["config"]["train"]["epochs"] = 5.into(),
+        format!("config_sha256 is {config_sha}, but its config hashes to "),
+    );
+    refused(
+        &|plan| plan["config"]["train"]["batch_size"] = 0.into(),
+        "config.train.batch_size: must be at least 1, got 0".into(),
+    );
+    refused(
+        &|plan| plan["models"][1]["spec"]["seeds"]["init"] = 12345.into(),
+        "models[1].spec is not model 1 of its config".into(),
+    );
+    refused(
+        &|plan| plan["models"][2]["key"] = key(0).into(),
+        format!(
+            "models[2].key is {}, but its spec's key is {}",
+            key(0),
+            key(2)
+        ),
+    );
+}
+
+#[test]
+fn fifos_devices_and_directories_in_a_run_directory_neither_hang_nor_stick() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat();
+    let first = comparable(&succeeds(&[&args[..], &["--json", "-"]].concat()));
+    let (fifo, zeros, directory) = (planned(&out, 0), planned(&out, 1), planned(&out, 2));
+    mkfifo(&fifo);
+    std::fs::remove_file(&zeros).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &zeros).unwrap();
+    std::fs::remove_file(&directory).unwrap();
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::write(directory.join("notes.txt"), "someone's").unwrap();
+
+    // `report` lists all three, reading none of them.
+    let reported = output_soon(&["report", path_arg(&out)]);
+    assert_eq!(reported.status.code(), Some(2));
+    assert_eq!(
+        stderr(&reported),
+        format!(
+            "model 0: {}: not a regular file (a FIFO)\n\
+             model 1: {}: not a regular file (a character device)\n\
+             model 2: {}: not a regular file (a directory)\n\
+             error: {}: only 0 of the 3 planned models have a usable artifact; a report needs at least 2\n",
+            fifo.display(),
+            zeros.display(),
+            directory.display(),
+            out.display()
+        )
+    );
+    // A directory cannot be replaced: refused before any training, kept.
+    let refused = output_soon(&args);
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "error: {}: a directory where an artifact goes; it cannot be replaced, so move or remove it\n",
+            directory.display()
+        )
+    );
+    assert!(directory.join("notes.txt").exists());
+    std::fs::remove_dir_all(&directory).unwrap();
+    // The FIFO and the link are retrained over.
+    let rerun = output_soon(&[&args[..], &["--json", "-"]].concat());
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    let said = stderr(&rerun);
+    for (path, kind) in [(&fifo, "a FIFO"), (&zeros, "a character device")] {
+        let line = format!(
+            "{}: not a regular file ({kind}); training that model again",
+            path.display()
+        );
+        assert!(said.contains(&line), "{said}");
+    }
+    assert_eq!(comparable(&rerun), first);
+    assert!(artifacts(&out).iter().all(|path| intact(path)));
+
+    // A lock file or a plan that is a FIFO is an error naming it.
+    let lock = out.join("locks").join(format!(
+        "{}.lock",
+        fifo.file_stem().unwrap().to_string_lossy()
+    ));
+    std::fs::remove_file(&fifo).unwrap();
+    mkfifo(&lock);
+    let locked = output_soon(&["train", "--out", path_arg(&out), "--index", "0"]);
+    assert_eq!(locked.status.code(), Some(2));
+    assert_eq!(
+        stderr(&locked),
+        format!(
+            "error: {}: not a regular file (a FIFO); move or remove it\n",
+            lock.display()
+        )
+    );
+    let plan = out.join("plan.json");
+    mkfifo(&plan);
+    for command in [
+        vec!["report", path_arg(&out)],
+        vec!["train", "--out", path_arg(&out), "--index", "0"],
+    ] {
+        let refused = output_soon(&command);
+        assert_eq!(refused.status.code(), Some(2));
+        assert_eq!(
+            stderr(&refused),
+            format!("error: {}: not a regular file (a FIFO)\n", plan.display())
+        );
+    }
+}
+
+#[test]
+fn an_artifact_with_a_valid_hash_but_the_wrong_logits_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat();
+    let first = comparable(&succeeds(&[&args[..], &["--json", "-"]].concat()));
+    let short = planned(&out, 1);
+    let mut logits = 0;
+    rewrite(&short, |a| {
+        let hex = a["trained"]["test_logits"].as_str().unwrap().to_owned();
+        logits = hex.len() / 8;
+        a["trained"]["test_logits"] = hex[..hex.len() - 8].into();
+    });
+    let reported = output(&["report", path_arg(&out), "--json", "-"]);
+    assert_eq!(reported.status.code(), Some(1));
+    assert_eq!(
+        stderr(&reported),
+        format!(
+            "check failed: complete: only 2 of the 3 planned models are in this report (\
+             model 1: {}: it holds {} test logits, expected {logits} (a test example × class each))\n",
+            short.display(),
+            logits - 1
+        )
+    );
+    let rerun = succeeds(&[&args[..], &["--json", "-"]].concat());
+    assert_eq!(
+        stderr(&rerun)
+            .matches("; training that model again")
+            .count(),
+        1
+    );
+    assert_eq!(comparable(&rerun), first);
+
+    // With co-distillation, a peer short or missing is damage too.
+    let distilled = dir.path().join("distilled");
+    let recipe = [
+        &["run"],
+        FAST,
+        &["--seeds", "2", "--mitigate", "codistill"],
+        &["--out", path_arg(&distilled)],
+    ]
+    .concat();
+    succeeds(&recipe);
+    let (no_peer, short_peer) = (planned(&distilled, 0), planned(&distilled, 1));
+    rewrite(&no_peer, |a| a["peers"] = Value::Array(Vec::new()));
+    rewrite(&short_peer, |a| {
+        let hex = a["peers"][0]["test_logits"].as_str().unwrap().to_owned();
+        a["peers"][0]["test_logits"] = hex[8..].into();
+    });
+    let reported = output(&["report", path_arg(&distilled)]);
+    assert_eq!(reported.status.code(), Some(2));
+    let said = stderr(&reported);
+    assert!(
+        said.starts_with(&format!(
+            "model 0: {}: it holds 0 co-distilled peers, expected 1\n\
+             model 1: {}: its peer 1 holds {} test logits, expected {logits}\n",
+            no_peer.display(),
+            short_peer.display(),
+            logits - 1
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn out_naming_a_file_is_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "mine").unwrap();
+    let refused = output(&[&["run"], FAST, &["--seeds", "2", "--out", path_arg(&file)]].concat());
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused),
+        format!("error: --out: {} is not a directory\n", file.display())
+    );
+    for command in [
+        vec!["report", path_arg(&file)],
+        vec!["train", "--out", path_arg(&file), "--index", "0"],
+    ] {
+        let refused = output(&command);
+        assert_eq!(refused.status.code(), Some(2));
+        assert_eq!(
+            stderr(&refused),
+            format!("error: {}: not a directory\n", file.display())
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
