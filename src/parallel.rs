@@ -10,8 +10,10 @@
 //! the waiting model with the most steps left (so that no model is left to
 //! finish alone), runs a chunk, and puts it back. Models therefore migrate
 //! between workers, and N = 5 models on 2 workers keep both busy to the end.
-//! Initialisation draws from libtorch's global generator, so every model is
-//! built up front on the calling thread, one after another.
+//! Models are built as workers need them (so at most a memory budget's worth
+//! of them, and at least one per worker, exist at once), one at a time:
+//! initialisation draws from libtorch's global generator, which nothing else
+//! touches while the group trains.
 
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -24,8 +26,11 @@ use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::fused::FusedMlp;
 use crate::libtorch::set_fill_uninitialized;
-use crate::model::ModelConfig;
-use crate::train::{DataOrder, ModelSpec, TrainConfig, TrainData, Trained, TrainedModel};
+use crate::model::{ModelConfig, Shape};
+use crate::train::{
+    refresh_keep, DataOrder, ModelSpec, OptimizerKind, TrainConfig, TrainData, Trained,
+    TrainedModel,
+};
 
 /// A model of the group and where it stands.
 struct Slot {
@@ -43,11 +48,24 @@ struct Slot {
 }
 
 enum Place {
+    /// Not built yet: models are built as workers need them, so that only
+    /// a bounded number of them are in memory at once.
+    Pending(ModelSpec),
     Waiting(Box<Slot>),
     Running,
     Done(Box<TrainedModel>),
     Failed,
 }
+
+/// The group's models and how many are built and not yet finished.
+struct Board {
+    places: Vec<Place>,
+    alive: usize,
+}
+
+/// Memory the models in flight may take (parameters, gradients and
+/// optimiser state); at least one model per worker is always allowed.
+const MODEL_BUDGET_BYTES: usize = 2 << 30;
 
 /// Trains the models `specs` names (each with its report index) on
 /// `workers` threads; `on_epoch` hears of every finished epoch, on the
@@ -60,45 +78,49 @@ pub fn train_group(
     workers: usize,
     on_epoch: &mut dyn FnMut(),
 ) -> Result<Vec<TrainedModel>> {
-    let mut places = Vec::with_capacity(specs.len());
-    for (index, spec) in specs {
-        let started = Instant::now();
-        let model = FusedMlp::new(spec, data.shape, model_config, config)?;
-        let mut order = DataOrder::new(spec, data.n_train());
-        let (rows, n_rows) = epoch_rows(&mut order)?;
-        let steps_per_epoch = n_rows.div_ceil(config.batch_size) as u64;
-        places.push(Place::Waiting(Box::new(Slot {
-            index: *index,
-            model,
-            order,
-            rows,
-            n_rows,
-            position: 0,
-            epoch: 0,
-            steps: 0,
-            steps_left: steps_per_epoch * config.epochs as u64,
-            seconds: started.elapsed().as_secs_f64(),
-        })));
-    }
-    let total: u64 = places
-        .iter()
-        .map(|p| match p {
-            Place::Waiting(slot) => slot.steps_left,
-            _ => 0,
-        })
-        .sum();
+    let steps = |spec: &ModelSpec| {
+        let rows = match spec.refresh_fraction {
+            None => data.n_train(),
+            Some(fraction) => refresh_keep(data.n_train(), fraction),
+        };
+        rows.div_ceil(config.batch_size) as u64 * config.epochs as u64
+    };
+    let total: u64 = specs.iter().map(|(_, spec)| steps(spec)).sum();
     let workers = workers.clamp(1, specs.len().max(1));
     // Chunks small enough to balance the last models across workers, large
     // enough that handing them out costs nothing.
     let chunk = (total / (16 * workers as u64)).clamp(8, 512);
-    let places = Mutex::new(places);
+    let state_copies = match config.optimizer {
+        OptimizerKind::Sgd if config.momentum != 0.0 => 3,
+        OptimizerKind::Sgd => 2,
+        OptimizerKind::Adam => 4,
+    };
+    let model_bytes = model_config.parameter_count(data.shape) * 4 * state_copies;
+    let setup = Setup {
+        model_config,
+        config,
+        shape: data.shape,
+        n_train: data.n_train(),
+        chunk,
+        max_alive: (MODEL_BUDGET_BYTES / model_bytes.max(1)).max(workers),
+        indices: specs.iter().map(|(index, _)| *index).collect(),
+        steps: specs.iter().map(|(_, spec)| steps(spec)).collect(),
+    };
+    let board = Mutex::new(Board {
+        places: specs
+            .iter()
+            .map(|(_, spec)| Place::Pending(spec.clone()))
+            .collect(),
+        alive: 0,
+    });
+    let init = Mutex::new(());
     let fill = set_fill_uninitialized(false);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (places, failure) = (&places, &failure);
+            let (board, init, failure, setup) = (&board, &init, &failure, &setup);
             let (train_x, train_y, test_x) = data.handles();
             scope.spawn(move || {
                 tch::set_num_threads(1);
@@ -107,7 +129,7 @@ pub fn train_group(
                     train_y,
                     test_x,
                 };
-                worker(places, failure, &tensors, config, chunk, &tx);
+                worker(board, init, failure, &tensors, setup, &tx);
             });
         }
         drop(tx);
@@ -119,9 +141,10 @@ pub fn train_group(
     if let Some(error) = failure.into_inner().expect("no worker panicked holding it") {
         return Err(error);
     }
-    places
+    board
         .into_inner()
         .expect("no worker panicked holding it")
+        .places
         .into_iter()
         .map(|place| match place {
             Place::Done(trained) => Ok(*trained),
@@ -130,27 +153,48 @@ pub fn train_group(
         .collect()
 }
 
+/// What every worker needs to know about the group.
+struct Setup<'a> {
+    model_config: &'a ModelConfig,
+    config: &'a TrainConfig,
+    shape: Shape,
+    n_train: usize,
+    chunk: u64,
+    max_alive: usize,
+    indices: Vec<usize>,
+    steps: Vec<u64>,
+}
+
 struct Tensors {
     train_x: Tensor,
     train_y: Tensor,
     test_x: Tensor,
 }
 
+/// What a worker does next.
+enum Task {
+    Build(usize, ModelSpec),
+    Continue(usize, Box<Slot>),
+}
+
 fn worker(
-    places: &Mutex<Vec<Place>>,
+    board: &Mutex<Board>,
+    init: &Mutex<()>,
     failure: &Mutex<Option<Error>>,
     data: &Tensors,
-    config: &TrainConfig,
-    chunk: u64,
+    setup: &Setup,
     epoch_done: &mpsc::Sender<()>,
 ) {
     loop {
-        let (at, mut slot) = {
-            let mut places = places.lock().expect("no worker panicked holding it");
+        let task = {
+            let mut board = board.lock().expect("no worker panicked holding it");
             if failure.lock().expect("not poisoned").is_some() {
                 return;
             }
-            let next = places
+            // The waiting model with the most steps left, unless a model not
+            // yet built has more (and memory allows another).
+            let waiting = board
+                .places
                 .iter()
                 .enumerate()
                 .filter_map(|(at, place)| match place {
@@ -158,27 +202,86 @@ fn worker(
                     _ => None,
                 })
                 .max_by_key(|&(at, left)| (left, std::cmp::Reverse(at)));
-            let Some((at, _)) = next else {
-                return;
-            };
-            let Place::Waiting(slot) = std::mem::replace(&mut places[at], Place::Running) else {
-                unreachable!()
-            };
-            (at, slot)
+            let pending = (board.alive < setup.max_alive)
+                .then(|| {
+                    board
+                        .places
+                        .iter()
+                        .position(|place| matches!(place, Place::Pending(_)))
+                })
+                .flatten()
+                .filter(|&at| waiting.is_none_or(|(_, left)| setup.steps[at] > left));
+            match (pending, waiting) {
+                (Some(at), _) => {
+                    board.alive += 1;
+                    let Place::Pending(spec) =
+                        std::mem::replace(&mut board.places[at], Place::Running)
+                    else {
+                        unreachable!()
+                    };
+                    Task::Build(at, spec)
+                }
+                (None, Some((at, _))) => {
+                    let Place::Waiting(slot) =
+                        std::mem::replace(&mut board.places[at], Place::Running)
+                    else {
+                        unreachable!()
+                    };
+                    Task::Continue(at, slot)
+                }
+                (None, None) => return,
+            }
         };
         let started = Instant::now();
-        let outcome = run_chunk(&mut slot, data, config, chunk, epoch_done);
-        slot.seconds += started.elapsed().as_secs_f64();
+        let (at, outcome) = match task {
+            Task::Build(at, spec) => {
+                // Initialisation draws from libtorch's global generator: one model at a time.
+                let _serial = init.lock().expect("not poisoned");
+                (at, build(at, &spec, setup).map(Box::new))
+            }
+            Task::Continue(at, mut slot) => {
+                let outcome = run_chunk(&mut slot, data, setup.config, setup.chunk, epoch_done);
+                (at, outcome.map(|()| slot))
+            }
+        };
         let place = match outcome {
-            Ok(()) if slot.steps_left > 0 => Place::Waiting(slot),
-            Ok(()) => match finish(*slot, data) {
-                Ok(trained) => Place::Done(Box::new(trained)),
-                Err(error) => fail(failure, error),
-            },
+            Ok(mut slot) => {
+                slot.seconds += started.elapsed().as_secs_f64();
+                if slot.steps_left > 0 {
+                    Place::Waiting(slot)
+                } else {
+                    match finish(*slot, data) {
+                        Ok(trained) => Place::Done(Box::new(trained)),
+                        Err(error) => fail(failure, error),
+                    }
+                }
+            }
             Err(error) => fail(failure, error),
         };
-        places.lock().expect("no worker panicked holding it")[at] = place;
+        let mut board = board.lock().expect("no worker panicked holding it");
+        if !matches!(place, Place::Waiting(_)) {
+            board.alive -= 1;
+        }
+        board.places[at] = place;
     }
+}
+
+fn build(at: usize, spec: &ModelSpec, setup: &Setup) -> Result<Slot> {
+    let model = FusedMlp::new(spec, setup.shape, setup.model_config, setup.config)?;
+    let mut order = DataOrder::new(spec, setup.n_train);
+    let (rows, n_rows) = epoch_rows(&mut order)?;
+    Ok(Slot {
+        index: setup.indices[at],
+        model,
+        order,
+        rows,
+        n_rows,
+        position: 0,
+        epoch: 0,
+        steps: 0,
+        steps_left: setup.steps[at],
+        seconds: 0.0,
+    })
 }
 
 fn fail(failure: &Mutex<Option<Error>>, error: Error) -> Place {
