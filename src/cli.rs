@@ -658,6 +658,18 @@ pub(crate) fn check_config(config: &crate::config::RunConfig) -> Result<(), Stri
             whole::<1, MAX_WIDTH>(&whole_value(*width)).map(drop),
         ));
     }
+    let distillation = |alpha: f64, t: f64| {
+        [
+            (
+                "train.mitigation.alpha",
+                unit_interval(&real(alpha)).map(drop),
+            ),
+            (
+                "train.mitigation.temperature",
+                temperature(&real(t)).map(drop),
+            ),
+        ]
+    };
     match &config.train.mitigation {
         Mitigation::None => {}
         Mitigation::Entropy { weight } => checks.push((
@@ -669,34 +681,18 @@ pub(crate) fn check_config(config: &crate::config::RunConfig) -> Result<(), Stri
             temperature: t,
             k,
             ..
-        } => checks.extend([
-            (
-                "train.mitigation.alpha",
-                unit_interval(&real(*alpha)).map(drop),
-            ),
-            (
-                "train.mitigation.temperature",
-                temperature(&real(*t)).map(drop),
-            ),
-            (
+        } => {
+            checks.extend(distillation(*alpha, *t));
+            checks.push((
                 "train.mitigation.k",
                 whole::<2, MAX_CODISTILL>(&whole_value(*k)).map(drop),
-            ),
-        ]),
+            ));
+        }
         Mitigation::Anchor {
             alpha,
             temperature: t,
             ..
-        } => checks.extend([
-            (
-                "train.mitigation.alpha",
-                unit_interval(&real(*alpha)).map(drop),
-            ),
-            (
-                "train.mitigation.temperature",
-                temperature(&real(*t)).map(drop),
-            ),
-        ]),
+        } => checks.extend(distillation(*alpha, *t)),
     }
     match checks.into_iter().find(|(_, check)| check.is_err()) {
         Some((field, Err(why))) => Err(format!("{field}: {why}")),
