@@ -19,6 +19,7 @@ use churn_audit::report::{json, Report};
 use churn_audit::{cluster, compare, config_file, output, pipeline, Error};
 
 fn main() -> ExitCode {
+    report_panics_as_errors();
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -37,6 +38,38 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(err) => fail(&err),
     }
+}
+
+/// A panic (libtorch out of memory inside tch, or a bug) ends the process
+/// with one `error:` line and exit code 3, on whichever thread it happens,
+/// instead of a backtrace; unwinding a backtrace that itself runs out of
+/// memory could hang.
+fn report_panics_as_errors() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        // A libtorch error unwrapped inside tch: its message alone, without
+        // the C++ stack trace that follows it (escaped, in the Debug form).
+        let message = match message.split_once("Torch(\"") {
+            Some((_, torch)) => format!("libtorch: {torch}"),
+            None => message,
+        };
+        let first = message
+            .split(['\n'])
+            .next()
+            .and_then(|line| line.split("\\n").next())
+            .filter(|line| !line.is_empty())
+            .unwrap_or("unknown failure");
+        let place = info.location().map_or_else(String::new, |at| {
+            format!(" (at {}:{})", at.file(), at.line())
+        });
+        eprintln!("error: training failed: {first}{place}");
+        std::process::exit(3);
+    }));
 }
 
 fn fail(err: &Error) -> ExitCode {

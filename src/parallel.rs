@@ -76,6 +76,7 @@ pub fn train_group(
     model_config: &ModelConfig,
     config: &TrainConfig,
     workers: usize,
+    keep_networks: bool,
     on_epoch: &mut dyn FnMut(),
 ) -> Result<Vec<TrainedModel>> {
     let steps = |spec: &ModelSpec| {
@@ -105,6 +106,7 @@ pub fn train_group(
         max_alive: (MODEL_BUDGET_BYTES / model_bytes.max(1)).max(workers),
         indices: specs.iter().map(|(index, _)| *index).collect(),
         steps: specs.iter().map(|(_, spec)| steps(spec)).collect(),
+        keep_networks,
     };
     let board = Mutex::new(Board {
         places: specs
@@ -115,7 +117,7 @@ pub fn train_group(
     });
     let init = Mutex::new(());
     let fill = set_fill_uninitialized(false);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let failure: Mutex<Option<(usize, Error)>> = Mutex::new(None);
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -138,7 +140,7 @@ pub fn train_group(
         }
     });
     set_fill_uninitialized(fill);
-    if let Some(error) = failure.into_inner().expect("no worker panicked holding it") {
+    if let Some((_, error)) = failure.into_inner().expect("no worker panicked holding it") {
         return Err(error);
     }
     board
@@ -163,6 +165,8 @@ struct Setup<'a> {
     max_alive: usize,
     indices: Vec<usize>,
     steps: Vec<u64>,
+    /// Whether finished models keep their network (for --save-models).
+    keep_networks: bool,
 }
 
 struct Tensors {
@@ -180,7 +184,7 @@ enum Task {
 fn worker(
     board: &Mutex<Board>,
     init: &Mutex<()>,
-    failure: &Mutex<Option<Error>>,
+    failure: &Mutex<Option<(usize, Error)>>,
     data: &Tensors,
     setup: &Setup,
     epoch_done: &mpsc::Sender<()>,
@@ -188,9 +192,14 @@ fn worker(
     loop {
         let task = {
             let mut board = board.lock().expect("no worker panicked holding it");
-            if failure.lock().expect("not poisoned").is_some() {
-                return;
-            }
+            // After a failure only the models before the failed one go on, so
+            // that the failure reported is the first in model order, as the
+            // sequential mode's (each model's own failure is deterministic).
+            let cutoff = failure
+                .lock()
+                .expect("not poisoned")
+                .as_ref()
+                .map_or(usize::MAX, |(at, _)| *at);
             // The waiting model with the most steps left, unless a model not
             // yet built has more (and memory allows another).
             let waiting = board
@@ -198,7 +207,7 @@ fn worker(
                 .iter()
                 .enumerate()
                 .filter_map(|(at, place)| match place {
-                    Place::Waiting(slot) => Some((at, slot.steps_left)),
+                    Place::Waiting(slot) if at < cutoff => Some((at, slot.steps_left)),
                     _ => None,
                 })
                 .max_by_key(|&(at, left)| (left, std::cmp::Reverse(at)));
@@ -210,6 +219,7 @@ fn worker(
                         .position(|place| matches!(place, Place::Pending(_)))
                 })
                 .flatten()
+                .filter(|&at| at < cutoff)
                 .filter(|&at| waiting.is_none_or(|(_, left)| setup.steps[at] > left));
             match (pending, waiting) {
                 (Some(at), _) => {
@@ -250,13 +260,13 @@ fn worker(
                 if slot.steps_left > 0 {
                     Place::Waiting(slot)
                 } else {
-                    match finish(*slot, data) {
+                    match finish(*slot, data, setup.keep_networks) {
                         Ok(trained) => Place::Done(Box::new(trained)),
-                        Err(error) => fail(failure, error),
+                        Err(error) => fail(failure, at, error),
                     }
                 }
             }
-            Err(error) => fail(failure, error),
+            Err(error) => fail(failure, at, error),
         };
         let mut board = board.lock().expect("no worker panicked holding it");
         if !matches!(place, Place::Waiting(_)) {
@@ -284,8 +294,12 @@ fn build(at: usize, spec: &ModelSpec, setup: &Setup) -> Result<Slot> {
     })
 }
 
-fn fail(failure: &Mutex<Option<Error>>, error: Error) -> Place {
-    failure.lock().expect("not poisoned").get_or_insert(error);
+/// Records model `at`'s failure, keeping the first in model order.
+fn fail(failure: &Mutex<Option<(usize, Error)>>, at: usize, error: Error) -> Place {
+    let mut first = failure.lock().expect("not poisoned");
+    if first.as_ref().is_none_or(|(earlier, _)| at < *earlier) {
+        *first = Some((at, error));
+    }
     Place::Failed
 }
 
@@ -336,7 +350,9 @@ fn epoch_rows(order: &mut DataOrder) -> Result<(Tensor, usize)> {
     Ok((Tensor::f_from_slice(&rows)?, rows.len()))
 }
 
-fn finish(slot: Slot, data: &Tensors) -> Result<TrainedModel> {
+/// The finished model's results; its network only when kept (to be saved):
+/// otherwise its parameters are freed now, not when the group ends.
+fn finish(slot: Slot, data: &Tensors, keep_network: bool) -> Result<TrainedModel> {
     let started = Instant::now();
     let test_logits = slot.model.logits(&data.test_x)?;
     let bytes: Vec<u8> = test_logits.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -350,6 +366,6 @@ fn finish(slot: Slot, data: &Tensors) -> Result<TrainedModel> {
             seconds: slot.seconds + started.elapsed().as_secs_f64(),
             execution: "parallel".into(),
         },
-        network: slot.model.into_network(),
+        network: keep_network.then(|| slot.model.into_network()),
     })
 }

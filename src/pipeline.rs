@@ -78,9 +78,10 @@ struct Session<'a> {
     save_models: Option<PathBuf>,
     /// Co-distillation's other members of each model's run.
     peers: Vec<CodistillPeer>,
-    /// Execution modes used so far, and the wall-clock seconds of training.
-    modes: BTreeSet<&'static str>,
+    /// Wall-clock seconds of the training this session did.
     train_seconds: f64,
+    /// Most worker threads a parallel group of this session used.
+    workers: usize,
 }
 
 impl<'a> Session<'a> {
@@ -150,8 +151,8 @@ impl<'a> Session<'a> {
             anchor_targets: None,
             save_models: None,
             peers: Vec::new(),
-            modes: BTreeSet::new(),
             train_seconds: 0.0,
+            workers: 1,
         }
     }
 
@@ -189,7 +190,6 @@ impl<'a> Session<'a> {
         let started = Instant::now();
         let (trained, peers) = self.train(index, &key, tensors, spec, on_event)?;
         self.train_seconds += started.elapsed().as_secs_f64();
-        self.modes.insert("sequential");
         let model = ModelReport::new(index, key.clone(), spec, &trained, &self.dataset);
         self.keep(key, spec, model, trained, peers, on_event)
     }
@@ -276,10 +276,11 @@ impl<'a> Session<'a> {
                 &self.config.model,
                 &self.config.train,
                 self.config.threads,
+                self.save_models.is_some(),
                 &mut || on_event(Event::EpochDone),
             )?;
             self.train_seconds += started.elapsed().as_secs_f64();
-            self.modes.insert("parallel");
+            self.workers = self.workers.max(self.config.threads.min(fresh.len()));
             trained.into_iter().map(Some).collect()
         };
         // Added in the group's order, so that indices do not depend on
@@ -509,7 +510,7 @@ impl<'a> Session<'a> {
             },
             inter_op_threads: INTER_OP_THREADS,
             mode: mode.into(),
-            workers: if parallel { self.config.threads } else { 1 },
+            workers: self.workers,
             train_seconds: self.train_seconds,
         }
     }

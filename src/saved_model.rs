@@ -114,6 +114,10 @@ pub fn save(
     dataset: &DatasetInfo,
 ) -> Result<()> {
     let ModelId { index, key, spec } = id;
+    let network = trained
+        .network
+        .as_ref()
+        .expect("models trained to be saved keep their network");
     let stem = format!("model-{index}");
     let weights_file = format!("{stem}.safetensors");
     let predictions_file = format!("{stem}.predictions.json");
@@ -124,11 +128,11 @@ pub fn save(
         format: PREDICTIONS_FORMAT.into(),
         format_version: FORMAT_VERSION,
         data: DataFingerprints::of(dataset),
-        train_probabilities: probabilities(trained.network.logits(data.train_features())?),
+        train_probabilities: probabilities(network.logits(data.train_features())?),
         test_probabilities: probabilities(trained.result.test_logits.clone()),
     };
     write_json(&dir.join(&predictions_file), &predictions)?;
-    save_weights(&trained.network, &dir.join(&weights_file))?;
+    save_weights(network, &dir.join(&weights_file))?;
     let sidecar = Sidecar {
         format: SIDECAR_FORMAT.into(),
         format_version: FORMAT_VERSION,

@@ -298,8 +298,9 @@ pub struct Batch {
 
 pub struct TrainedModel {
     pub result: Trained,
-    /// The trained model itself, for --save-models.
-    pub network: Network,
+    /// The trained model itself, for --save-models (`None` where the
+    /// trainer was told it would not be saved, to free it early).
+    pub network: Option<Network>,
 }
 
 /// What training a model yields but the network: all a report is built
@@ -484,7 +485,7 @@ impl Learner {
                 seconds: self.started.elapsed().as_secs_f64(),
                 execution: "sequential".into(),
             },
-            network: self.network,
+            network: Some(self.network),
         })
     }
 }

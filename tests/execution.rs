@@ -170,32 +170,69 @@ fn auto_is_parallel_where_the_group_allows_it() {
     );
 }
 
+/// The failure reported is the first in model order, as in sequential
+/// mode, however the workers happen to interleave.
 #[test]
-fn parallel_loss_failure_names_model_and_step() {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args([
-            "run",
-            "--seeds",
-            "2",
-            "--epochs",
-            "2",
-            "--threads",
-            "2",
-            "--execution",
-            "parallel",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "1e20",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("training model ") && stderr.contains("loss became"),
-        "{stderr}"
+fn parallel_loss_failure_is_the_sequential_one() {
+    let failure = |execution: &str| {
+        let output = Command::cargo_bin("churn-audit")
+            .unwrap()
+            .args([
+                "run",
+                "--seeds",
+                "5",
+                "--epochs",
+                "3",
+                "--threads",
+                "2",
+                "--quiet",
+            ])
+            .args([
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "1e30",
+                "--execution",
+                execution,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3));
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let sequential = failure("sequential");
+    assert_eq!(
+        sequential,
+        "error: training model 0 failed at step 45: loss became NaN\n"
     );
+    for _ in 0..3 {
+        assert_eq!(failure("parallel"), sequential);
+    }
+}
+
+/// Out of memory inside libtorch (unwrapped in tch) is one error line and
+/// exit code 3 in both modes: no panic, no backtrace, no hang.
+#[test]
+fn out_of_memory_is_one_error_line() {
+    for execution in ["parallel", "sequential"] {
+        let binary = assert_cmd::cargo::cargo_bin("churn-audit");
+        let script = format!(
+            "ulimit -v 3000000; RUST_BACKTRACE=1 exec {} run --data csv:fixtures/small.csv \
+             --hidden 65536,600 --seeds 4 --epochs 1 --threads 1 --quiet --execution {execution}",
+            binary.display()
+        );
+        let output = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{execution}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: training failed: libtorch: ")
+                && stderr.contains("can't allocate memory"),
+            "{stderr}"
+        );
+    }
 }
