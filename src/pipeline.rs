@@ -178,13 +178,7 @@ impl<'a> Session<'a> {
                 on_event(Event::ModelReused(&self.models[index]));
                 return Ok(index);
             }
-            Err(Unusable::Missing) => {}
-            Err(Unusable::Damaged(why) | Unusable::Mismatch(why)) => {
-                // Only a store holds artifacts, so only a store's can be unusable.
-                let path = self.store.map(|dir| dir.artifact_path(&key));
-                let path = path.unwrap_or_default();
-                eprintln!("{}: {why}; training that model again", path.display());
-            }
+            Err(unusable) => self.will_retrain(&key, unusable),
         }
         let index = self.models.len();
         let started = Instant::now();
@@ -328,12 +322,20 @@ impl<'a> Session<'a> {
         };
         match dir.load(key, &self.origin, &self.config, &self.dataset) {
             Ok(_) => true,
-            Err(Unusable::Missing) => false,
-            Err(Unusable::Damaged(why) | Unusable::Mismatch(why)) => {
-                let path = dir.artifact_path(key);
-                eprintln!("{}: {why}; training that model again", path.display());
+            Err(unusable) => {
+                self.will_retrain(key, unusable);
                 false
             }
+        }
+    }
+
+    /// Says on stderr why a stored model cannot be used, when it is there.
+    fn will_retrain(&self, key: &str, unusable: Unusable) {
+        if let (Unusable::Damaged(why) | Unusable::Mismatch(why), Some(dir)) =
+            (unusable, self.store)
+        {
+            let path = dir.artifact_path(key);
+            eprintln!("{}: {why}; training that model again", path.display());
         }
     }
 

@@ -127,7 +127,23 @@ fn audit_attributes_churn_to_each_source() {
         hashes[0], hashes[2],
         "same thread count, same seeds: bitwise equal"
     );
-    assert_eq!(hashes[1], member_hashes(report, control)[0]);
+    // Whether two threads round differently from one depends on the CPU and
+    // its BLAS (bitwise equal on an Intel Sapphire Rapids, weights apart on an
+    // AMD EPYC); what holds everywhere is the documented tolerance, and a churn
+    // matrix that is the share of labels the members really disagree on.
+    let predicted = |m: &Value| report["models"][m.as_u64().unwrap() as usize]["predicted"].clone();
+    let members = threads["members"].as_array().unwrap();
+    let (one, two) = (predicted(&members[0]), predicted(&members[1]));
+    let (one, two) = (one.as_array().unwrap(), two.as_array().unwrap());
+    let differ = one.iter().zip(two).filter(|(a, b)| a != b).count() as f64;
+    let churn = &threads["analysis"]["churn"]["matrix"][0][1];
+    assert_eq!(churn.as_f64().unwrap(), differ / one.len() as f64);
+    assert!(differ / (one.len() as f64) <= 0.01, "{differ} of {} differ", one.len());
+    let distinct = hashes.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(
+        threads["analysis"]["reproducibility"]["distinct_weight_hashes"],
+        distinct
+    );
 
     let kernels = group(report, "kernels");
     assert_eq!(kernels["not_applicable"], "no CUDA device");
