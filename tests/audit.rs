@@ -1,8 +1,10 @@
 //! Drives `churn-audit audit` on the embedded digits with few epochs.
 
+mod common;
+
 use std::sync::OnceLock;
 
-use assert_cmd::Command;
+use common::{assert_exit_code, churn_audit_command, stderr};
 use serde_json::Value;
 
 /// One audit (JSON report and table), shared by the tests: it trains 16 models.
@@ -11,8 +13,7 @@ fn audit() -> &'static (Value, String) {
     AUDIT.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.json");
-        let output = Command::cargo_bin("churn-audit")
-            .unwrap()
+        let output = churn_audit_command()
             .args([
                 "audit",
                 "--seeds",
@@ -29,11 +30,7 @@ fn audit() -> &'static (Value, String) {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_exit_code(&output, 0);
         let report = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         (report, String::from_utf8(output.stdout).unwrap())
     })
@@ -205,8 +202,7 @@ fn audit_statistics_are_consistent_with_the_models() {
 #[test]
 fn audit_gates_the_all_group_and_the_control_group() {
     let run = |checks: &[&str]| {
-        Command::cargo_bin("churn-audit")
-            .unwrap()
+        churn_audit_command()
             .args([
                 "audit",
                 "--seeds",
@@ -224,12 +220,7 @@ fn audit_gates_the_all_group_and_the_control_group() {
             .unwrap()
     };
     let passing = run(&["--require-reproducible", "--max-churn", "0.9"]);
-    assert_eq!(
-        passing.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&passing.stderr)
-    );
+    assert_exit_code(&passing, 0);
     let report: Value = serde_json::from_slice(&passing.stdout).unwrap();
     assert_eq!(report["gate"]["passed"], true);
     let checks = report["gate"]["checks"].as_array().unwrap();
@@ -244,7 +235,7 @@ fn audit_gates_the_all_group_and_the_control_group() {
 
     let failing = run(&["--max-churn", "0.0001"]);
     assert_eq!(failing.status.code(), Some(1));
-    let stderr = String::from_utf8(failing.stderr).unwrap();
+    let stderr = stderr(&failing);
     assert!(
         stderr.starts_with("check failed: --max-churn 0.0001: mean pairwise churn "),
         "{stderr}"

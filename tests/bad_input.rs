@@ -1,22 +1,19 @@
 //! Every bad input under fixtures/bad/ is a one-line error naming the file and
 //! the place, with exit code 2, before any training.
 
-use assert_cmd::Command;
+mod common;
+
+use common::refused;
 
 fn fails_with(args: &[&str], message: &str) {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(["run", "--seeds", "2", "--epochs", "1", "--threads", "1"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{args:?}");
-    assert_eq!(
-        String::from_utf8(output.stderr).unwrap(),
-        format!("error: {message}\n"),
-        "{args:?}"
+    refused(
+        &[
+            &["run", "--seeds", "2", "--epochs", "1", "--threads", "1"],
+            args,
+        ]
+        .concat(),
+        &format!("error: {message}"),
     );
-    assert!(output.stdout.is_empty());
 }
 
 #[test]

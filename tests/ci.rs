@@ -71,10 +71,7 @@ fn documented_gates_fail_above_the_threshold_and_pass_below() {
     for gate in &gates {
         assert!(gate.contains("--max-churn 0.02"), "{gate}");
         for (churn, code, verdict) in [(0.03, 1, "FAILED"), (0.01, 0, "PASSED")] {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_churn-audit"), dir.path().join(BINARY))
-                .unwrap();
+            let dir = job_directory();
             std::fs::write(
                 dir.path().join("churn-report.json"),
                 report_with_churn(churn),

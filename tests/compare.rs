@@ -1,15 +1,13 @@
 //! `compare` on the hand-made reports of fixtures/reports/ (churn 2% → 3%,
 //! accuracy unchanged).
 
-use assert_cmd::Command;
+mod common;
+
+use common::{churn_audit_command, stderr, ROOT};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 fn compare(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("churn-audit")
-        .unwrap()
-        .current_dir(ROOT)
+    churn_audit_command()
         .arg("compare")
         .args(args)
         .output()
@@ -58,7 +56,7 @@ fn reports_over_different_test_sets_are_refused() {
     ]);
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
-        String::from_utf8(output.stderr).unwrap(),
+        stderr(&output),
         "error: compare: fixtures/reports/baseline.json was measured on test set 874fecfebd0b302ab0d17f769db2ea8892fdd24e840f906d266f69b2c325f692, fixtures/reports/other-test-set.json on f99ed37a3d5603fedc847154f17ee5b80a45f6b5db6501f40f02660644a4287d; reports compare only on the same test set\n"
     );
 }
@@ -76,7 +74,7 @@ fn a_negative_spread_is_refused() {
     let output = compare(&["fixtures/reports/baseline.json", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
-        String::from_utf8(output.stderr).unwrap(),
+        stderr(&output),
         format!(
             "error: {}: inconsistent report: accuracy.std is -0.01, outside [0, 1]\n",
             path.display()

@@ -1,19 +1,15 @@
 //! `--config FILE`: the example in docs/ runs, flags typed on the command line
 //! override the file, and a bad file is an input error naming it.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{churn_audit_command, model_strings, stdout_json};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const EXAMPLE: &str = "docs/audit.toml";
 
 fn churn_audit(args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .current_dir(ROOT)
-        .args(args)
-        .output()
-        .unwrap();
+    let output = churn_audit_command().args(args).output().unwrap();
     (
         output.status.code(),
         String::from_utf8(output.stdout).unwrap(),
@@ -22,18 +18,7 @@ fn churn_audit(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn report(args: &[&str]) -> Value {
-    let (code, stdout, stderr) = churn_audit(args);
-    assert_eq!(code, Some(0), "{args:?}: {stderr}");
-    serde_json::from_str(&stdout).unwrap()
-}
-
-fn weights(report: &Value) -> Vec<Value> {
-    report["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["weights_sha256"].clone())
-        .collect()
+    stdout_json(args, 0)
 }
 
 #[test]
@@ -66,7 +51,10 @@ fn the_example_config_is_the_same_run_as_its_flags() {
     );
     assert_eq!(from_file["config"]["train"]["epochs"], 5);
     assert_eq!(from_file["config_sha256"], typed["config_sha256"]);
-    assert_eq!(weights(&from_file), weights(&typed));
+    assert_eq!(
+        model_strings(&from_file, "weights_sha256"),
+        model_strings(&typed, "weights_sha256")
+    );
     assert_eq!(from_file["gate"], typed["gate"]);
     let thresholds: Vec<&Value> = from_file["gate"]["checks"]
         .as_array()

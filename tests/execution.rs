@@ -5,33 +5,16 @@
 //! same model), a rerun is bitwise identical, and no model depends on how
 //! many others train beside it or on how many workers there are.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{churn_audit, churn_audit_command, model_strings, models, stderr, stdout_json};
 use serde_json::Value;
 
 fn report(args: &[&str]) -> Value {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(["run", "--epochs", "3", "--quiet", "--json", "-"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn models(report: &Value) -> &Vec<Value> {
-    report["models"].as_array().unwrap()
-}
-
-fn field(report: &Value, name: &str) -> Vec<String> {
-    models(report)
-        .iter()
-        .map(|m| m[name].as_str().unwrap().to_owned())
-        .collect()
+    stdout_json(
+        &[&["run", "--epochs", "3", "--quiet", "--json", "-"], args].concat(),
+        0,
+    )
 }
 
 /// Share of test examples on which two models predict the same class.
@@ -100,7 +83,7 @@ fn parallel_models_are_the_sequential_ones() {
             assert_eq!(s["steps"], p["steps"]);
         }
         // Models differ from each other (the seeds vary): nothing was shared by mistake.
-        let weights = field(&parallel, "weights_sha256");
+        let weights = model_strings(&parallel, "weights_sha256");
         assert!(weights[0] != weights[1] && weights[1] != weights[2]);
     }
 }
@@ -112,9 +95,21 @@ fn parallel_runs_are_bitwise_reproducible_whatever_the_workers_and_group_size() 
     let one_worker = report(&["--seeds", "4", "--threads", "1", "--execution", "parallel"]);
     let fewer = report(&["--seeds", "2", "--threads", "2", "--execution", "parallel"]);
     for name in ["weights_sha256", "predictions_sha256"] {
-        assert_eq!(field(&first, name), field(&again, name), "{name}");
-        assert_eq!(field(&first, name), field(&one_worker, name), "{name}");
-        assert_eq!(field(&first, name)[..2], field(&fewer, name)[..], "{name}");
+        assert_eq!(
+            model_strings(&first, name),
+            model_strings(&again, name),
+            "{name}"
+        );
+        assert_eq!(
+            model_strings(&first, name),
+            model_strings(&one_worker, name),
+            "{name}"
+        );
+        assert_eq!(
+            model_strings(&first, name)[..2],
+            model_strings(&fewer, name)[..],
+            "{name}"
+        );
     }
     // Sequential with more than one intra-op thread may round differently,
     // but stays within the tolerance.
@@ -149,20 +144,16 @@ fn auto_is_parallel_where_the_group_allows_it() {
     ]);
     assert_eq!(cnn["execution"]["mode"], "sequential");
     assert_eq!(models(&cnn)[0]["execution"], "sequential");
-    let refused = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args([
-            "run",
-            "--seeds",
-            "2",
-            "--model",
-            "cnn",
-            "--execution",
-            "parallel",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let refused = churn_audit(&[
+        "run",
+        "--seeds",
+        "2",
+        "--model",
+        "cnn",
+        "--execution",
+        "parallel",
+        "--quiet",
+    ]);
     assert_eq!(refused.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&refused.stderr).trim(),
@@ -175,8 +166,7 @@ fn auto_is_parallel_where_the_group_allows_it() {
 #[test]
 fn parallel_loss_failure_is_the_sequential_one() {
     let failure = |execution: &str| {
-        let output = Command::cargo_bin("churn-audit")
-            .unwrap()
+        let output = churn_audit_command()
             .args([
                 "run",
                 "--seeds",
@@ -198,7 +188,7 @@ fn parallel_loss_failure_is_the_sequential_one() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(3));
-        String::from_utf8(output.stderr).unwrap()
+        stderr(&output)
     };
     let sequential = failure("sequential");
     assert_eq!(

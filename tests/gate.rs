@@ -1,14 +1,15 @@
 //! The gate on hand-made reports (fixtures/reports/: real runs whose churn and
 //! accuracy figures were set to round values), and the outputs it writes.
 
+mod common;
+
 use std::path::Path;
 
-use assert_cmd::Command;
+use common::{churn_audit_command, refused, ROOT};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CURRENT: &str = "fixtures/reports/current.json";
 const BASELINE: &str = "fixtures/reports/baseline.json";
 
@@ -23,11 +24,8 @@ fn churn_audit(args: &[&str]) -> Outcome {
 }
 
 fn churn_audit_with(args: &[&str], step_summary: Option<&Path>) -> Outcome {
-    let mut command = Command::cargo_bin("churn-audit").unwrap();
-    command
-        .current_dir(ROOT)
-        .args(args)
-        .env_remove("GITHUB_STEP_SUMMARY");
+    let mut command = churn_audit_command();
+    command.args(args);
     if let Some(path) = step_summary {
         command.env("GITHUB_STEP_SUMMARY", path);
     }
@@ -145,13 +143,6 @@ fn churn_increase_over_a_baseline() {
     assert_eq!(increase("0.02"), "pass");
     assert_eq!(increase("0.002"), "fail");
     assert_eq!(increase("0.01"), "inconclusive");
-}
-
-fn refused(args: &[&str], message: &str) {
-    let outcome = churn_audit(args);
-    assert_eq!(outcome.code, Some(2), "{args:?}: {}", outcome.stderr);
-    assert_eq!(outcome.stderr, format!("{message}\n"), "{args:?}");
-    assert_eq!(outcome.stdout, "", "{args:?}");
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! the parts the report holds (heatmap cells, one dot per model, one card with
 //! an 8×8 picture per flip, drawn from the pixels in the JSON).
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use assert_cmd::Command;
+use common::{assert_exit_code, churn_audit, churn_audit_command};
 use quick_xml::events::Event;
 use quick_xml::{Reader, XmlVersion};
 use serde_json::Value;
@@ -74,8 +76,7 @@ fn parse(html: &str) -> Page {
 fn digits_report_renders_heatmap_strip_plot_and_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let (json, html) = (dir.path().join("r.json"), dir.path().join("r.html"));
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
+    let output = churn_audit_command()
         .args([
             "run",
             "--seeds",
@@ -96,11 +97,7 @@ fn digits_report_renders_heatmap_strip_plot_and_pictures() {
         ])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit_code(&output, 0);
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let html = std::fs::read_to_string(&html).unwrap();
 
@@ -158,19 +155,14 @@ fn digits_report_renders_heatmap_strip_plot_and_pictures() {
 fn reports_without_pixels_list_flips_without_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("r.html");
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "gate",
-            "fixtures/reports/current.json",
-            "--max-churn",
-            "0.02",
-            "--html",
-            html.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = churn_audit(&[
+        "gate",
+        "fixtures/reports/current.json",
+        "--max-churn",
+        "0.02",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let page = parse(&std::fs::read_to_string(&html).unwrap());
     assert_eq!(page.classes.get("picture"), None);

@@ -1,7 +1,8 @@
 //! Co-distillation, saved models and anchors, on the embedded digits with few
 //! epochs and one thread.
 
-use assert_cmd::Command;
+mod common;
+
 use clap::Parser;
 use serde_json::Value;
 
@@ -9,48 +10,15 @@ use churn_audit::cli::{Cli, Command as Sub};
 use churn_audit::config::RunConfig;
 use churn_audit::data;
 use churn_audit::train::{train_codistilled, train_model, TrainData};
+use common::{
+    assert_exit_code, churn_audit, model_strings, predictions, stderr, stdout_json, test_labels,
+};
 
 const FAST: &[&str] = &["run", "--epochs", "3", "--threads", "1", "--quiet"];
 
-fn churn_audit(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// A fast run's JSON report; it must succeed.
 fn report(extra: &[&str]) -> Value {
-    let output = churn_audit(&[FAST, extra, &["--json", "-"]].concat());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
-fn hashes(report: &Value, field: &str) -> Vec<String> {
-    report["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m[field].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn predicted(model: &Value) -> Vec<Option<u64>> {
-    model["predicted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(Value::as_u64)
-        .collect()
+    stdout_json(&[FAST, extra, &["--json", "-"]].concat(), 0)
 }
 
 fn churn(a: &[Option<u64>], b: &[Option<u64>]) -> f64 {
@@ -135,13 +103,13 @@ fn codistill_reports_churn_between_and_within_runs() {
     let zero = report(&["--seeds", "3", "--mitigate", "codistill", "--alpha", "0"]);
     // Each run's first member is the model the baseline trains.
     assert_eq!(
-        hashes(&zero, "weights_sha256"),
-        hashes(&baseline, "weights_sha256")
+        model_strings(&zero, "weights_sha256"),
+        model_strings(&baseline, "weights_sha256")
     );
     let mixed = report(&["--seeds", "3", "--mitigate", "codistill", "--alpha", "0.5"]);
     assert_ne!(
-        hashes(&mixed, "weights_sha256"),
-        hashes(&baseline, "weights_sha256")
+        model_strings(&mixed, "weights_sha256"),
+        model_strings(&baseline, "weights_sha256")
     );
     let codistill = &mixed["codistill"];
     assert_eq!(codistill["k"], 2);
@@ -150,8 +118,8 @@ fn codistill_reports_churn_between_and_within_runs() {
     for (run, peer) in peers.iter().enumerate() {
         assert_eq!(peer["run"], run);
         assert_eq!(peer["member"], 1);
-        let first = predicted(&mixed["models"][run]);
-        let within = churn(&first, &predicted(peer));
+        let first = predictions(&mixed["models"][run]);
+        let within = churn(&first, &predictions(peer));
         assert_eq!(codistill["per_run"][run].as_f64().unwrap(), within);
     }
     let mean: f64 = (0..3)
@@ -211,15 +179,10 @@ fn saved_models_and_their_predictions_anchor_alike() {
     assert_eq!(a["anchor_accuracy"], saved["models"][0]["accuracy"]);
 
     // Good and bad churn, by hand from the predictions in the two reports.
-    let labels: Vec<u64> = saved["dataset"]["test_labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_u64().unwrap())
-        .collect();
-    let anchor = predicted(&saved["models"][0]);
+    let labels = test_labels(&saved);
+    let anchor = predictions(&saved["models"][0]);
     for (i, versus) in a["models"].as_array().unwrap().iter().enumerate() {
-        let model = predicted(&by_weights["models"][i]);
+        let model = predictions(&by_weights["models"][i]);
         let n = labels.len() as f64;
         let count = |f: &dyn Fn(bool, bool) -> bool| {
             (0..labels.len())
@@ -257,8 +220,8 @@ fn anchor_distillation_moves_models_toward_the_anchor() {
         "0",
     ]);
     assert_eq!(
-        hashes(&zero, "weights_sha256"),
-        hashes(&baseline, "weights_sha256")
+        model_strings(&zero, "weights_sha256"),
+        model_strings(&baseline, "weights_sha256")
     );
     for method in ["distill", "rcp"] {
         let pulled = report(&[
@@ -364,7 +327,7 @@ fn the_gate_judges_churn_against_the_anchor() {
     };
     let with_anchor = ["--anchor", anchor.to_str().unwrap()];
     let passing = gated(&with_anchor, "0.9");
-    assert_eq!(passing.status.code(), Some(0), "{}", stderr(&passing));
+    assert_exit_code(&passing, 0);
     let failing = gated(&with_anchor, "0");
     assert_eq!(failing.status.code(), Some(1));
     assert!(stderr(&failing)
@@ -443,7 +406,7 @@ fn a_model_and_its_predictions_file_are_the_same_anchor_at_any_thread_count() {
         "2",
     ];
     let output = churn_audit(&[&two_threads[..], &["--save-models", saved]].concat());
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit_code(&output, 0);
     let sha = |file: &str| {
         let anchor = format!("{saved}/{file}");
         report(&["--seeds", "2", "--anchor", &anchor])["anchor"]["anchor"]["sha256"].clone()

@@ -2,11 +2,12 @@
 //! per finished model, none with --quiet, and never anything on stdout but
 //! the report.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{churn_audit_command, stderr};
 
 fn stderr_of(extra: &[&str]) -> String {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
+    let output = churn_audit_command()
         .args([
             "run",
             "--seeds",
@@ -23,7 +24,7 @@ fn stderr_of(extra: &[&str]) -> String {
         .unwrap();
     assert!(output.status.success());
     serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("stdout is only JSON");
-    String::from_utf8(output.stderr).unwrap()
+    stderr(&output)
 }
 
 #[test]

@@ -1,7 +1,12 @@
 //! Drives the binary on the embedded digits with few epochs.
 
-use assert_cmd::Command;
+mod common;
+
 use churn_audit::randomness::{derive_seed, Stream};
+use common::{
+    assert_exit_code, churn_audit, model_strings, models, predictions, refused, stderr,
+    stdout_json, test_labels,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -9,46 +14,11 @@ const FAST: &[&str] = &["run", "--epochs", "3", "--threads", "1", "--quiet"];
 
 /// A fast `run` with `extra` arguments.
 fn fast_run(extra: &[&str]) -> std::process::Output {
-    Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(FAST)
-        .args(extra)
-        .output()
-        .unwrap()
+    churn_audit(&[FAST, extra].concat())
 }
 
 fn report(extra: &[&str]) -> Value {
-    let output = fast_run(&[extra, &["--json", "-"]].concat());
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("stdout holds only the JSON report")
-}
-
-fn strings(report: &Value, field: &str) -> Vec<String> {
-    report["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m[field].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn predicted(report: &Value) -> Vec<Vec<Option<u64>>> {
-    let models = report["models"].as_array().unwrap();
-    models
-        .iter()
-        .map(|m| {
-            m["predicted"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(Value::as_u64)
-                .collect()
-        })
-        .collect()
+    stdout_json(&[FAST, extra, &["--json", "-"]].concat(), 0)
 }
 
 #[test]
@@ -58,9 +28,9 @@ fn every_source_fixed_gives_identical_models_and_zero_churn() {
     assert_eq!(report["churn"]["max"], 0.0);
     assert_eq!(report["unstable"]["count"], 0);
     assert_eq!(report["reproducibility"]["bitwise_reproducible"], true);
-    let weights = strings(&report, "weights_sha256");
+    let weights = model_strings(&report, "weights_sha256");
     assert!(weights.iter().all(|w| w == &weights[0]), "{weights:?}");
-    let predictions = strings(&report, "predictions_sha256");
+    let predictions = model_strings(&report, "predictions_sha256");
     assert!(predictions.iter().all(|p| p == &predictions[0]));
 }
 
@@ -118,16 +88,16 @@ fn hidden_width_does_not_move_the_data_order() {
     let narrow = report(&["--seeds", "2", "--hidden", "16"]);
     let deep = report(&["--seeds", "2", "--hidden", "64,32", "--dropout", "0.5"]);
     assert_eq!(
-        strings(&narrow, "data_order_sha256"),
-        strings(&deep, "data_order_sha256")
+        model_strings(&narrow, "data_order_sha256"),
+        model_strings(&deep, "data_order_sha256")
     );
     assert_ne!(
-        strings(&narrow, "weights_sha256"),
-        strings(&deep, "weights_sha256")
+        model_strings(&narrow, "weights_sha256"),
+        model_strings(&deep, "weights_sha256")
     );
     let n_train = narrow["dataset"]["n_train"].as_u64().unwrap() as usize;
     assert_eq!(n_train, 1438);
-    let order = strings(&narrow, "data_order_sha256");
+    let order = model_strings(&narrow, "data_order_sha256");
     assert_eq!(order[0], expected_order_hash(0, 0, n_train, 3));
     assert_eq!(order[1], expected_order_hash(0, 1, n_train, 3));
 }
@@ -135,13 +105,8 @@ fn hidden_width_does_not_move_the_data_order() {
 #[test]
 fn json_churn_figures_recompute_from_its_own_predictions() {
     let report = report(&["--seeds", "4"]);
-    let labels: Vec<u64> = report["dataset"]["test_labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_u64().unwrap())
-        .collect();
-    let predicted = predicted(&report);
+    let labels = test_labels(&report);
+    let predicted: Vec<_> = models(&report).iter().map(predictions).collect();
     let n = labels.len() as f64;
     let matrix = report["churn"]["matrix"].as_array().unwrap();
     let mut pairs = Vec::new();
@@ -208,12 +173,12 @@ fn reruns_are_bitwise_identical() {
     let first = report(&["--seeds", "2"]);
     let second = report(&["--seeds", "2"]);
     assert_eq!(
-        strings(&first, "weights_sha256"),
-        strings(&second, "weights_sha256")
+        model_strings(&first, "weights_sha256"),
+        model_strings(&second, "weights_sha256")
     );
     assert_eq!(
-        strings(&first, "predictions_sha256"),
-        strings(&second, "predictions_sha256")
+        model_strings(&first, "predictions_sha256"),
+        model_strings(&second, "predictions_sha256")
     );
     assert_eq!(first["config_sha256"], second["config_sha256"]);
 }
@@ -230,76 +195,62 @@ fn table_output_names_the_verdicts() {
     );
 }
 
-fn fails_with(args: &[&str], message: &str) {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{args:?}");
-    assert_eq!(
-        String::from_utf8(output.stderr).unwrap(),
-        format!("{message}\n")
-    );
-    assert!(output.stdout.is_empty());
-}
-
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_code_2() {
-    fails_with(
+    refused(
         &["run", "--seeds", "1"],
         "error: invalid value '1' for '--seeds <N>': must be at least 2, got 1",
     );
-    fails_with(
+    refused(
         &["run", "--seeds", "-1"],
         "error: invalid value '-1' for '--seeds <N>': must be at least 2, got -1",
     );
-    fails_with(
+    refused(
         &["run", "--seeds", "1000000000000000000"],
         "error: invalid value '1000000000000000000' for '--seeds <N>': must be at most 256, got 1000000000000000000",
     );
-    fails_with(
+    refused(
         &["run", "--epochs", "0"],
         "error: invalid value '0' for '--epochs <N>': must be at least 1, got 0",
     );
-    fails_with(
+    refused(
         &["run", "--vary", "init,weights"],
         "error: invalid value 'init,weights' for '--vary <SOURCES>': unknown source 'weights' (expected init, data-order, dropout, data-refresh, all or none)",
     );
-    fails_with(
+    refused(
         &["run", "--bogus"],
         "error: unexpected argument '--bogus' found",
     );
-    fails_with(
+    refused(
         &["run", "--dropout", "1.5"],
         "error: invalid value '1.5' for '--dropout <P>': must be in [0, 1), got 1.5",
     );
-    fails_with(
+    refused(
         &["run", "--dropout", "-0.2"],
         "error: invalid value '-0.2' for '--dropout <P>': must be in [0, 1), got -0.2",
     );
-    fails_with(
+    refused(
         &["run", "--lr", "3e38"],
         "error: invalid value '3e38' for '--lr <RATE>': must be above 0 and at most 1e30, got 3e38",
     );
-    fails_with(
+    refused(
         &["run", "--threads", "100000"],
         "error: invalid value '100000' for '--threads <N>': must be at most 256, got 100000",
     );
-    fails_with(
+    refused(
         &["run", "--hidden", "60000,60000"],
         "error: --hidden: the model would have 3604560010 parameters; the limit is 50000000",
     );
-    fails_with(
+    refused(
         &["run", "--device", "cuda:7"],
         "error: --device: cuda:7 is not available: this machine has 0 CUDA devices",
     );
-    fails_with(
+    refused(
         &["run", "--json", "/nonexistent-dir/report.json"],
         "error: --json: directory /nonexistent-dir does not exist",
     );
-    fails_with(&["run", "--json", "/"], "error: --json: / is a directory");
-    fails_with(
+    refused(&["run", "--json", "/"], "error: --json: / is a directory");
+    refused(
         &[],
         "error: a subcommand is required (run, audit, gate, compare, plan, train or report); see 'churn-audit --help'",
     );
@@ -307,7 +258,7 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
 
 #[test]
 fn entropy_weight_without_the_entropy_mitigation_is_refused() {
-    fails_with(
+    refused(
         &["run", "--entropy-weight", "0.5"],
         "error: --entropy-weight: applies only with --mitigate entropy",
     );
@@ -318,7 +269,7 @@ fn diverging_training_exits_3_naming_model_and_step() {
     let output = fast_run(&["--seeds", "2", "--lr", "1e30"]);
     assert_eq!(output.status.code(), Some(3));
     assert_eq!(
-        String::from_utf8(output.stderr).unwrap(),
+        stderr(&output),
         "error: training model 0 failed at step 45: loss became NaN\n"
     );
     assert!(output.stdout.is_empty());
@@ -378,12 +329,12 @@ fn entropy_mitigation_changes_training_and_is_recorded() {
     let entropy = report(&["--seeds", "2", "--mitigate", "entropy"]);
     // β = 0 adds exact zeros to the loss and its gradient.
     assert_eq!(
-        strings(&zero, "weights_sha256"),
-        strings(&baseline, "weights_sha256")
+        model_strings(&zero, "weights_sha256"),
+        model_strings(&baseline, "weights_sha256")
     );
     assert_ne!(
-        strings(&entropy, "weights_sha256"),
-        strings(&baseline, "weights_sha256")
+        model_strings(&entropy, "weights_sha256"),
+        model_strings(&baseline, "weights_sha256")
     );
     assert_eq!(
         entropy["config"]["train"]["mitigation"],
@@ -416,11 +367,7 @@ fn json_through_a_symlink_writes_the_target_and_keeps_the_link() {
 #[test]
 fn json_to_a_device_is_written_in_place() {
     let output = fast_run(&["--seeds", "2", "--json", "/dev/stdout"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit_code(&output, 0);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.starts_with("{\n  \"schema_version\": 1"), "{stdout}");
     assert!(std::fs::metadata("/dev/stdout").is_ok());
@@ -428,15 +375,15 @@ fn json_to_a_device_is_written_in_place() {
 
 #[test]
 fn refresh_fractions_that_keep_all_or_nothing_are_refused() {
-    fails_with(
+    refused(
         &["run", "--vary", "data-refresh", "--refresh-fraction", "0.9999"],
         "error: --refresh-fraction: 0.9999 keeps 1438 of the 1438 training examples; it must keep some but not all",
     );
-    fails_with(
+    refused(
         &["audit", "--refresh-fraction", "0.0001"],
         "error: --refresh-fraction: 0.0001 keeps 0 of the 1438 training examples; it must keep some but not all",
     );
-    fails_with(
+    refused(
         &["run", "--json", "keep.json/"],
         "error: --json: keep.json/ is a directory",
     );
@@ -488,7 +435,7 @@ fn cnn_trains_on_image_data_reproducibly() {
     assert_eq!(first["reproducibility"]["distinct_weight_hashes"], 2);
     let second = report(&args);
     assert_eq!(
-        strings(&first, "weights_sha256"),
-        strings(&second, "weights_sha256")
+        model_strings(&first, "weights_sha256"),
+        model_strings(&second, "weights_sha256")
     );
 }

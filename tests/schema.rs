@@ -2,10 +2,14 @@
 //! object in the schema is closed, so a field added to the report without the
 //! schema, or one the schema requires and the report lost, fails here.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{stdout_json, ROOT};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Two models, one epoch, one thread: a report with every part the schema
+/// describes, quickly.
+const FAST: &[&str] = &["--seeds", "2", "--epochs", "1", "--threads", "1", "--quiet"];
 
 fn schema() -> Value {
     let text = std::fs::read_to_string(format!("{ROOT}/docs/report.schema.json")).unwrap();
@@ -22,22 +26,6 @@ fn violations_of(schema: &Value, report: &Value) -> Vec<String> {
         .iter_errors(report)
         .map(|error| format!("{} at {}", error, error.instance_path()))
         .collect()
-}
-
-fn stdout_json(args: &[&str], code: i32) -> Value {
-    let output = Command::cargo_bin("churn-audit")
-        .unwrap()
-        .current_dir(ROOT)
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]
@@ -100,26 +88,23 @@ fn every_object_in_the_schema_is_closed() {
 fn reports_written_by_run_and_gate_match_the_schema() {
     let run = stdout_json(
         &[
-            "run",
-            "--seeds",
-            "2",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-            "--quiet",
-            "--max-churn",
-            "0.9",
-            "--max-acc-std",
-            "0.5",
-            "--min-acc",
-            "0.01",
-            "--require-reproducible",
-            "--inconclusive",
-            "pass",
-            "--json",
-            "-",
-        ],
+            &["run"],
+            FAST,
+            &[
+                "--max-churn",
+                "0.9",
+                "--max-acc-std",
+                "0.5",
+                "--min-acc",
+                "0.01",
+                "--require-reproducible",
+                "--inconclusive",
+                "pass",
+                "--json",
+                "-",
+            ],
+        ]
+        .concat(),
         1,
     );
     assert_eq!(run["gate"]["checks"].as_array().unwrap().len(), 4);
@@ -128,24 +113,15 @@ fn reports_written_by_run_and_gate_match_the_schema() {
     // Co-distilled, and measured against an anchor (a saved model of the first run).
     let saved = tempfile::tempdir().unwrap();
     let dir = saved.path().to_str().unwrap();
-    let fast = [
-        "run",
-        "--seeds",
-        "2",
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-        "--quiet",
-    ];
     stdout_json(
-        &[&fast[..], &["--save-models", dir, "--json", "-"]].concat(),
+        &[&["run"], FAST, &["--save-models", dir, "--json", "-"]].concat(),
         0,
     );
     let anchor = format!("{dir}/model-0.json");
     let mitigated = stdout_json(
         &[
-            &fast[..],
+            &["run"],
+            FAST,
             &[
                 "--mitigate",
                 "codistill",
@@ -192,9 +168,8 @@ fn reports_written_by_run_and_gate_match_the_schema() {
 fn reports_combined_from_artifacts_match_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let fast = ["--seeds", "2", "--epochs", "1", "--threads", "1", "--quiet"];
     stdout_json(
-        &[&["run"], &fast[..], &["--out", out, "--json", "-"]].concat(),
+        &[&["run"], FAST, &["--out", out, "--json", "-"]].concat(),
         0,
     );
     let report = stdout_json(&["report", out, "--json", "-"], 0);
@@ -231,19 +206,7 @@ fn audit_reports_match_their_schema() {
     let text = std::fs::read_to_string(format!("{ROOT}/docs/audit-report.schema.json")).unwrap();
     let schema: Value = serde_json::from_str(&text).unwrap();
     let audit = stdout_json(
-        &[
-            "audit",
-            "--seeds",
-            "2",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-            "--quiet",
-            "--require-reproducible",
-            "--json",
-            "-",
-        ],
+        &[&["audit"], FAST, &["--require-reproducible", "--json", "-"]].concat(),
         0,
     );
     assert_eq!(violations_of(&schema, &audit), Vec::<String>::new());
