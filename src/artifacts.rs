@@ -27,8 +27,8 @@ use crate::config::{ResolvedModel, RunConfig};
 use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::output::{replace, temporary_sibling};
-use crate::report::{DatasetInfo, ToolInfo};
-use crate::train::{Mitigation, ModelSpec, Trained};
+use crate::report::{short_hash, DatasetInfo, ToolInfo};
+use crate::train::{logits_sha256, Mitigation, ModelSpec, Trained};
 
 const HEADER: &str = "churn-audit artifact v1 sha256:";
 const PLAN_VERSION: u32 = 1;
@@ -256,7 +256,9 @@ impl RunDir {
                     format!("{} is not a directory", dir.display()),
                 ));
             }
-            let probe = temporary_sibling(&dir.join(".probe"));
+            // As long a name as an artifact's temporary file, so that a path
+            // too long for one fails here, before any training.
+            let probe = temporary_sibling(&dir.join(format!("{:.<64}.artifact", ".probe")));
             let writable = fs::create_dir_all(&dir).and_then(|()| {
                 OpenOptions::new()
                     .write(true)
@@ -481,7 +483,10 @@ impl RunDir {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with(&leftover) && name.ends_with(".tmp")) {
+            let writer = name
+                .strip_prefix(&leftover)
+                .and_then(|rest| rest.strip_suffix(".tmp"));
+            if !writer.is_some_and(is_writer_suffix) {
                 continue;
             }
             let modified = entry.metadata().and_then(|meta| meta.modified());
@@ -491,6 +496,15 @@ impl RunDir {
             }
         }
     }
+}
+
+/// Whether `suffix` is the `PID.NANOSECONDS` that `temporary_sibling` puts
+/// between a file's name and `.tmp`: only such files are ours to remove.
+fn is_writer_suffix(suffix: &str) -> bool {
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    suffix
+        .split_once('.')
+        .is_some_and(|(pid, nanos)| digits(pid) && digits(nanos))
 }
 
 /// What an artifact of a model must hold: its test logits' length and its
@@ -522,6 +536,25 @@ impl Shape {
                 return Err(format!(
                     "its peer {member} holds {found} test logits, expected {}",
                     self.logits
+                ));
+            }
+        }
+        // The file's hash covers only what was written; logits edited and
+        // the hash redone would otherwise report one model's hash over
+        // another's predictions.
+        let members = std::iter::once((0, &artifact.trained)).chain((1..).zip(&artifact.peers));
+        for (member, trained) in members {
+            let hashed = logits_sha256(&trained.test_logits);
+            if hashed != trained.predictions_sha256 {
+                let whose = if member == 0 {
+                    "its".to_owned()
+                } else {
+                    format!("its peer {member}'s")
+                };
+                return Err(format!(
+                    "{whose} test logits hash to {}, not to the predictions_sha256 it records ({})",
+                    short_hash(&hashed),
+                    short_hash(&trained.predictions_sha256)
                 ));
             }
         }
@@ -768,7 +801,7 @@ mod tests {
             trained: Trained {
                 test_logits: vec![0.5; logits],
                 weights_sha256: "w".into(),
-                predictions_sha256: "p".into(),
+                predictions_sha256: logits_sha256(&vec![0.5; logits]),
                 data_order_sha256: "d".into(),
                 steps: 1,
                 seconds: 0.0,
@@ -814,15 +847,24 @@ mod tests {
             models.join("k.artifact.8.000000002.tmp"),
         );
         let other = models.join("j.artifact.9.000000003.tmp");
-        for path in [&young, &old, &other] {
+        // A user's files that merely look alike are not a writer's.
+        let users = [
+            "k.artifact.tmp",
+            "k.artifact.my notes.tmp",
+            "k.artifact.backup.tmp",
+            "k.artifact.1..tmp",
+        ]
+        .map(|name| models.join(name));
+        for path in [&young, &old, &other].into_iter().chain(&users) {
             fs::write(path, b"partial").unwrap();
         }
         let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        for path in [&old, &other] {
+        for path in [&old, &other].into_iter().chain(&users) {
             let file = File::options().write(true).open(path).unwrap();
             file.set_modified(an_hour_ago).unwrap();
         }
         dir.remove_stale_temporaries("k", SystemTime::now());
         assert!(young.exists() && !old.exists() && other.exists());
+        assert!(users.iter().all(|path| path.exists()));
     }
 }

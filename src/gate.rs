@@ -151,6 +151,9 @@ pub struct Judged<'a> {
     pub churn_vs_anchor: Option<&'a MeanShare>,
     /// Planned models missing from a report combined from a run directory.
     pub incomplete: Option<&'a Incomplete>,
+    /// Whether the report was combined from a run directory and completeness
+    /// is to be judged even when nothing is missing.
+    pub combined: bool,
 }
 
 impl<'a> From<&'a Report> for Judged<'a> {
@@ -163,6 +166,7 @@ impl<'a> From<&'a Report> for Judged<'a> {
             test_sha256: &report.dataset.test_sha256,
             churn_vs_anchor: report.anchor.as_ref().map(|anchor| &anchor.analysis.churn),
             incomplete: report.incomplete.as_ref(),
+            combined: false,
         }
     }
 }
@@ -185,6 +189,7 @@ impl<'a> Judged<'a> {
             test_sha256: &report.dataset.test_sha256,
             churn_vs_anchor: None,
             incomplete: None,
+            combined: false,
         })
     }
 }
@@ -257,19 +262,33 @@ pub fn evaluate(
             percent,
         ));
     }
-    if let Some(incomplete) = report.incomplete {
-        checks.push(Verdict {
-            check: Check::Complete,
-            threshold: None,
-            measured: None,
-            ci95: None,
-            outcome: Outcome::Fail,
-            message: format!(
+    let completeness = match report.incomplete {
+        Some(incomplete) => Some((
+            Outcome::Fail,
+            format!(
                 "only {} of the {} planned models are in this report ({})",
                 incomplete.planned - incomplete.missing.len(),
                 incomplete.planned,
                 incomplete.missing.join("; ")
             ),
+        )),
+        None if report.combined => Some((
+            Outcome::Pass,
+            format!(
+                "all {} planned models are in this report",
+                report.reproducibility_models
+            ),
+        )),
+        None => None,
+    };
+    if let Some((outcome, message)) = completeness {
+        checks.push(Verdict {
+            check: Check::Complete,
+            threshold: None,
+            measured: None,
+            ci95: None,
+            outcome,
+            message,
         });
     }
     if checks.is_empty() {

@@ -119,10 +119,13 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
 
 /// Trains, reports and gates; `Ok(false)` when a check failed.
 fn run(args: &RunArgs) -> Result<bool, Error> {
-    let outputs = prepare(&args.common.output, &args.checks)?;
+    let outputs = prepare(&args.common.output, args.checks.any())?;
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
+    if let Some(store) = &store {
+        outputs.refuse_inside(store.root())?;
+    }
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
     let files = model_files(&args.common);
     let report = pipeline::run(config, &files, store.as_ref(), &mut |event| {
@@ -146,6 +149,9 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
+    if let Some(store) = &store {
+        outputs.refuse_inside(store.root())?;
+    }
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
     let files = model_files(&args.common);
@@ -225,7 +231,6 @@ fn train(args: &TrainArgs) -> Result<bool, Error> {
         |name| std::env::var(name).ok(),
         plan.models.len(),
     )?;
-    dir.prepare()?;
     let path = dir.artifact_path(&plan.models[index].key);
     let quiet = args.quiet;
     pipeline::train_planned(&dir, &plan, index, &mut |event| match event {
@@ -249,54 +254,22 @@ fn train(args: &TrainArgs) -> Result<bool, Error> {
 /// Reports on the artifacts of a run directory; exit 1 when any planned
 /// model is not in the report.
 fn report(args: &ReportArgs) -> Result<bool, Error> {
-    let outputs = prepare(&args.output, &args.checks)?;
+    // Whatever else is judged, or asked of JUnit, completeness is judged too
+    // (so JUnit always has a testcase); an incomplete report always fails it.
+    let judge_completeness = args.checks.any() || args.output.junit.is_some();
+    let outputs = prepare(&args.output, judge_completeness)?;
     let baseline = load_baseline(&args.checks)?;
-    refuse_outputs_inside(&args.dir, &args.output)?;
+    outputs.refuse_inside(&args.dir)?;
     let dir = RunDir::at(&args.dir);
     let plan = dir.read_plan()?;
     let report = pipeline::collect(&dir, &plan, args.anchor.as_deref())?;
     // A missing model fails the `complete` check, which says which.
-    finish(report, &args.checks, baseline.as_ref(), &outputs)
-}
-
-/// A report written over its run directory's plan, or among its artifacts
-/// or locks, would destroy what it was made from: refused.
-fn refuse_outputs_inside(dir: &std::path::Path, output: &OutputArgs) -> Result<(), Error> {
-    let Ok(dir) = std::fs::canonicalize(dir) else {
-        return Ok(());
+    let judged = gate::Judged {
+        combined: judge_completeness,
+        ..(&report).into()
     };
-    let paths = [
-        ("--json", &output.json),
-        ("--markdown", &output.markdown),
-        ("--html", &output.html),
-        ("--junit", &output.junit),
-    ];
-    for (flag, path) in paths {
-        let Some(path) = path.as_deref().filter(|p| p.as_os_str() != "-") else {
-            continue;
-        };
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let Ok(parent) = std::fs::canonicalize(parent) else {
-            continue;
-        };
-        let own = parent == dir && path.file_name() == Some("plan.json".as_ref())
-            || parent.starts_with(dir.join("models"))
-            || parent.starts_with(dir.join("locks"));
-        if own {
-            return Err(Error::usage(
-                flag,
-                format!(
-                    "{} would replace part of the run directory {}; write reports elsewhere",
-                    path.display(),
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
+    let verdicts = gate::evaluate(judged, &args.checks, baseline.as_ref())?;
+    publish(report, verdicts, &outputs)
 }
 
 fn progress(args: &CommonArgs, outputs: &Outputs, models: usize, epochs: usize) -> Progress {
@@ -315,7 +288,7 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
             "no check given (--max-churn, --max-acc-std, --min-acc, --require-reproducible, --max-churn-increase, --max-churn-vs-anchor)",
         ));
     }
-    let outputs = prepare(&args.output, &args.checks)?;
+    let outputs = prepare(&args.output, args.checks.any())?;
     let report = json::load(&args.report)?;
     let baseline = load_baseline(&args.checks)?;
     finish(report, &args.checks, baseline.as_ref(), &outputs)
@@ -349,12 +322,8 @@ fn compare(args: &CompareArgs) -> Result<bool, Error> {
     Ok(true)
 }
 
-fn prepare(output: &OutputArgs, checks: &GateArgs) -> Result<Outputs, Error> {
-    Outputs::prepare(
-        output,
-        checks.any(),
-        std::env::var_os("GITHUB_STEP_SUMMARY"),
-    )
+fn prepare(output: &OutputArgs, has_checks: bool) -> Result<Outputs, Error> {
+    Outputs::prepare(output, has_checks, std::env::var_os("GITHUB_STEP_SUMMARY"))
 }
 
 fn load_baseline(checks: &GateArgs) -> Result<Option<Baseline>, Error> {
@@ -373,12 +342,21 @@ fn load_baseline(checks: &GateArgs) -> Result<Option<Baseline>, Error> {
 /// Judges the report, writes every output, and names each check that did not
 /// pass on stderr (stdout may be carrying JSON).
 fn finish(
-    mut report: Report,
+    report: Report,
     checks: &GateArgs,
     baseline: Option<&Baseline>,
     outputs: &Outputs,
 ) -> Result<bool, Error> {
-    report.gate = gate::evaluate((&report).into(), checks, baseline)?;
+    let verdicts = gate::evaluate((&report).into(), checks, baseline)?;
+    publish(report, verdicts, outputs)
+}
+
+fn publish(
+    mut report: Report,
+    verdicts: Option<Verdicts>,
+    outputs: &Outputs,
+) -> Result<bool, Error> {
+    report.gate = verdicts;
     outputs.write(&report)?;
     Ok(verdict(report.gate.as_ref()))
 }

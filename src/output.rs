@@ -122,6 +122,44 @@ impl Outputs {
         })
     }
 
+    /// Refuses outputs that would land on a run directory's plan, or among
+    /// its artifacts or locks, links followed as the writers follow them:
+    /// such a report would destroy what it was made from.
+    pub fn refuse_inside(&self, run_dir: &Path) -> Result<()> {
+        let Ok(dir) = fs::canonicalize(run_dir) else {
+            return Ok(());
+        };
+        let owned = |place: &Path| {
+            place == dir.join("plan.json")
+                || place.starts_with(dir.join("models"))
+                || place.starts_with(dir.join("locks"))
+        };
+        for (flag, path) in self.files() {
+            let Some(path) = path else { continue };
+            if landing_place(path).is_some_and(|place| owned(&place)) {
+                return Err(Error::usage(
+                    flag,
+                    format!(
+                        "{} would replace part of the run directory {}; write reports elsewhere",
+                        path.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn files(&self) -> [(&'static str, Option<&PathBuf>); 5] {
+        [
+            ("--json", self.json.as_ref()),
+            ("--markdown", self.markdown.as_ref()),
+            ("--junit", self.junit.as_ref()),
+            ("--html", self.html.as_ref()),
+            ("--github-summary", self.github_summary.as_ref()),
+        ]
+    }
+
     pub fn json_on_stdout(&self) -> bool {
         self.stdout == Format::Json
     }
@@ -217,6 +255,19 @@ pub fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// An existing path that is not a regular file once links are followed.
 fn is_special(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|meta| !meta.is_file())
+}
+
+/// The file a write to `path` changes: the path with every link followed
+/// where it exists, else a new name in its (resolved) directory.
+fn landing_place(path: &Path) -> Option<PathBuf> {
+    if let Ok(place) = fs::canonicalize(path) {
+        return Some(place);
+    }
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(fs::canonicalize(directory).ok()?.join(path.file_name()?))
 }
 
 fn resolve_links(path: &Path) -> PathBuf {

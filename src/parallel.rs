@@ -19,17 +19,15 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use tch::Tensor;
 
-use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::fused::FusedMlp;
 use crate::libtorch::set_fill_uninitialized;
 use crate::model::{ModelConfig, Shape};
 use crate::train::{
-    refresh_keep, DataOrder, ModelSpec, OptimizerKind, TrainConfig, TrainData, Trained,
-    TrainedModel,
+    logits_sha256, refresh_keep, DataOrder, ModelSpec, OptimizerKind, TrainConfig, TrainData,
+    Trained, TrainedModel,
 };
 
 /// A model of the group and where it stands.
@@ -355,10 +353,9 @@ fn epoch_rows(order: &mut DataOrder) -> Result<(Tensor, usize)> {
 fn finish(slot: Slot, data: &Tensors, keep_network: bool) -> Result<TrainedModel> {
     let started = Instant::now();
     let test_logits = slot.model.logits(&data.test_x)?;
-    let bytes: Vec<u8> = test_logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     Ok(TrainedModel {
         result: Trained {
-            predictions_sha256: hex(&Sha256::digest(&bytes)),
+            predictions_sha256: logits_sha256(&test_logits),
             test_logits,
             weights_sha256: slot.model.weights_sha256()?,
             data_order_sha256: slot.order.sha256(),

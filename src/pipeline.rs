@@ -679,7 +679,16 @@ pub fn train_planned(
     let files = ModelFiles::default();
     let (mut session, tensors) = Session::open(plan.config.clone(), &files, Some(dir))?;
     plan.require(&session.origin, dir.root(), "this machine")?;
-    session.obtain(&tensors, &plan.models[index].spec, on_event)?;
+    let spec = &plan.models[index].spec;
+    // A requeued task of a stored model has nothing to do, even where the
+    // directory has since become read-only.
+    let key = session.config.model_key(spec);
+    if let Ok(stored) = session.stored(&key, spec) {
+        on_event(Event::ModelReused(&session.models[stored]));
+        return Ok(());
+    }
+    dir.prepare()?;
+    session.obtain(&tensors, spec, on_event)?;
     Ok(())
 }
 

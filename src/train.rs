@@ -477,7 +477,7 @@ impl Learner {
         let test_logits = self.network.logits(&data.test_x)?;
         Ok(TrainedModel {
             result: Trained {
-                predictions_sha256: hex(&Sha256::digest(f32_bytes(&test_logits))),
+                predictions_sha256: logits_sha256(&test_logits),
                 test_logits,
                 weights_sha256: self.network.weights_sha256()?,
                 data_order_sha256: order.sha256(),
@@ -688,6 +688,12 @@ pub fn weights_sha256(store: &nn::VarStore) -> Result<String, TchError> {
         hasher.update(f32_bytes(&values));
     }
     Ok(hex(&hasher.finalize()))
+}
+
+/// The predictions hash: sha256 of the test logits as f32 LE, equal only
+/// where outputs are bitwise equal.
+pub fn logits_sha256(logits: &[f32]) -> String {
+    hex(&Sha256::digest(f32_bytes(logits)))
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {

@@ -135,8 +135,15 @@ fn audit_attributes_churn_to_each_source() {
     let differ = one.iter().zip(two).filter(|(a, b)| a != b).count() as f64;
     let churn = &threads["analysis"]["churn"]["matrix"][0][1];
     assert_eq!(churn.as_f64().unwrap(), differ / one.len() as f64);
-    assert!(differ / (one.len() as f64) <= 0.01, "{differ} of {} differ", one.len());
-    let distinct = hashes.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert!(
+        differ / (one.len() as f64) <= 0.01,
+        "{differ} of {} differ",
+        one.len()
+    );
+    let distinct = hashes
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     assert_eq!(
         threads["analysis"]["reproducibility"]["distinct_weight_hashes"],
         distinct

@@ -1006,3 +1006,171 @@ fn out_naming_a_file_is_not_a_directory() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
+
+#[test]
+fn outputs_landing_in_the_run_directory_are_refused_through_links_and_for_run_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [&["run"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat();
+    succeeds(&args);
+    let plan = out.join("plan.json");
+    let artifact = planned(&out, 0);
+    let kept = (
+        std::fs::read(&plan).unwrap(),
+        std::fs::read(&artifact).unwrap(),
+    );
+    let resolved = std::fs::canonicalize(&out).unwrap();
+    let refusal = |flag: &str, named: &Path| {
+        format!(
+            "error: {flag}: {} would replace part of the run directory {}; write reports elsewhere\n",
+            named.display(),
+            resolved.display()
+        )
+    };
+    let (to_plan, to_artifact) = (dir.path().join("to-plan"), dir.path().join("to-artifact"));
+    std::os::unix::fs::symlink(&plan, &to_plan).unwrap();
+    std::os::unix::fs::symlink(&artifact, &to_artifact).unwrap();
+    for (flag, link) in [("--json", &to_plan), ("--markdown", &to_artifact)] {
+        let refused = output(&["report", path_arg(&out), flag, path_arg(link)]);
+        assert_eq!(refused.status.code(), Some(2));
+        assert_eq!(stderr(&refused), refusal(flag, link));
+    }
+    let refused = output(&[&args[..], &["--json", path_arg(&artifact)]].concat());
+    assert_eq!(stderr(&refused), refusal("--json", &artifact));
+    let audit = [&["audit"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat();
+    let refused = output(&[&audit[..], &["--html", path_arg(&to_plan)]].concat());
+    assert_eq!(stderr(&refused), refusal("--html", &to_plan));
+    let summary = churn_audit()
+        .args(&args)
+        .arg("--github-summary")
+        .env("GITHUB_STEP_SUMMARY", &plan)
+        .output()
+        .unwrap();
+    assert_eq!(summary.status.code(), Some(2));
+    assert_eq!(stderr(&summary), refusal("--github-summary", &plan));
+    assert_eq!(
+        (
+            std::fs::read(&plan).unwrap(),
+            std::fs::read(&artifact).unwrap()
+        ),
+        kept
+    );
+}
+
+#[test]
+fn an_incomplete_directory_fails_the_complete_check_in_junit_without_other_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["plan"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    for index in ["0", "1"] {
+        succeeds(&["train", "-q", "--out", path_arg(&out), "--index", index]);
+    }
+    let junit = dir.path().join("gate.xml");
+    let reported = output(&["report", path_arg(&out), "--junit", path_arg(&junit)]);
+    assert_eq!(reported.status.code(), Some(1), "{}", stderr(&reported));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"1\" failures=\"1\""), "{xml}");
+    assert!(xml.contains("<testcase classname=\"churn-audit.gate\" name=\"complete\">"), "{xml}");
+
+    succeeds(&["train", "-q", "--out", path_arg(&out), "--index", "2"]);
+    succeeds(&["report", path_arg(&out), "--junit", path_arg(&junit)]);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"1\" failures=\"0\""), "{xml}");
+    // Without checks or JUnit, a complete directory's report has no gate,
+    // as one process's run has none.
+    let plain: Value =
+        serde_json::from_slice(&succeeds(&["report", path_arg(&out), "--json", "-"]).stdout)
+            .unwrap();
+    assert_eq!(plain.get("gate"), None);
+}
+
+#[test]
+fn logits_that_do_not_hash_to_the_recorded_predictions_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["run"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    let edited = planned(&out, 1);
+    let mut recorded = String::new();
+    rewrite(&edited, |a| {
+        let hex = a["trained"]["test_logits"].as_str().unwrap().to_owned();
+        // Another first logit, of the same length.
+        a["trained"]["test_logits"] = format!("0000803f{}", &hex[8..]).into();
+        recorded = a["trained"]["predictions_sha256"].as_str().unwrap()[..12].to_owned();
+    });
+    let reported = output(&["report", path_arg(&out)]);
+    assert_eq!(reported.status.code(), Some(2));
+    let said = stderr(&reported);
+    let expected = format!("model 1: {}: its test logits hash to ", edited.display());
+    assert!(said.starts_with(&expected), "{said}");
+    assert!(
+        said.contains(&format!(
+            ", not to the predictions_sha256 it records ({recorded})\n"
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_path_too_long_for_an_artifact_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short enough for the run directory and its models/ (PATH_MAX is 4096),
+    // too long once an artifact's name is added.
+    let mut deep = dir.path().to_owned();
+    while deep.as_os_str().len() < 4010 {
+        let room = 4010 - deep.as_os_str().len();
+        deep.push("d".repeat(room.clamp(1, 200)));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let out = deep.join("r");
+    let started = Instant::now();
+    let refused = output(
+        &[
+            &["run"],
+            FAST,
+            &["--seeds", "2", "--epochs", "200", "--out", path_arg(&out)],
+        ]
+        .concat(),
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let said = stderr(&refused);
+    assert!(
+        said.starts_with(&format!("error: --out: cannot write in {}", out.display()))
+            && said.ends_with("File name too long (os error 36)\n"),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it trained first"
+    );
+}
+
+#[test]
+fn a_requeued_task_of_a_stored_model_succeeds_in_a_read_only_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    succeeds(&[&["plan"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    succeeds(&["train", "-q", "--out", path_arg(&out), "--index", "0"]);
+    let models = out.join("models");
+    let Some(_guard) = Immutable::set(&models) else {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    };
+    let again = output(&["train", "--out", path_arg(&out), "--index", "0"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        stderr(&again),
+        format!(
+            "model 0: already trained ({}); nothing to do\n",
+            planned_path(&out, 0)
+        )
+    );
+    let new = output(&["train", "-q", "--out", path_arg(&out), "--index", "1"]);
+    assert_eq!(new.status.code(), Some(2));
+    assert_eq!(
+        stderr(&new),
+        format!(
+            "error: --out: cannot write in {}: Operation not permitted (os error 1)\n",
+            models.display()
+        )
+    );
+}
