@@ -427,23 +427,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "timing, run by hand"]
-    fn dropout_noise_speed() {
-        let mut mt = Mt19937::new(3);
-        let mut noise = vec![0f32; 128 * 256];
-        let started = std::time::Instant::now();
-        for _ in 0..1000 {
-            mt.fill_dropout_noise(&mut noise, 0.2);
-        }
-        eprintln!("{:?} per 128×256 mask", started.elapsed() / 1000);
-        let started = std::time::Instant::now();
-        for _ in 0..105_000 {
-            mt.refill();
-        }
-        eprintln!("{:?} in refills per mask", started.elapsed() / 1000);
-    }
-
-    #[test]
     fn dropout_noise_is_bitwise_libtorchs() {
         for (seed, p, shapes) in [
             (7u64, 0.2, vec![(128usize, 256usize), (128, 256), (96, 256)]),
