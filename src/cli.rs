@@ -591,6 +591,14 @@ fn open_unit_interval(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// Why a model's spec read from a file (a saved model's sidecar) holds a
+/// thread count the command line would refuse, as "threads: why".
+pub(crate) fn check_spec(spec: &crate::train::ModelSpec) -> Result<(), String> {
+    whole::<1, MAX_THREADS>(&spec.threads.to_string())
+        .map(drop)
+        .map_err(|why| format!("threads: {why}"))
+}
+
 /// The first value of `config` the command line would refuse, as "FIELD:
 /// why" with FIELD its path in the JSON form (a plan's `config`), so that a
 /// hand-edited plan cannot train what no command could ask for.

@@ -25,7 +25,7 @@ pub fn task_index(
             let Some((name, value)) = found else {
                 return Err(Error::usage(
                     "--index",
-                    "not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set",
+                    "not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX holds a value",
                 ));
             };
             let index = value
@@ -76,7 +76,7 @@ mod tests {
     fn a_missing_bad_or_out_of_range_index_is_named() {
         assert_eq!(
             index(None, &[]).unwrap_err(),
-            "--index: not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set"
+            "--index: not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX holds a value"
         );
         assert_eq!(
             index(None, &[("JOB_COMPLETION_INDEX", "x")]).unwrap_err(),

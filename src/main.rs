@@ -123,9 +123,7 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
-    if let Some(store) = &store {
-        outputs.refuse_inside(store.root())?;
-    }
+    refuse_outputs_over_inputs(&outputs, &args.common, store.as_ref())?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
     let files = model_files(&args.common);
     let report = pipeline::run(config, &files, store.as_ref(), &mut |event| {
@@ -149,9 +147,7 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
-    if let Some(store) = &store {
-        outputs.refuse_inside(store.root())?;
-    }
+    refuse_outputs_over_inputs(&outputs, &args.common, store.as_ref())?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
     let files = model_files(&args.common);
@@ -165,6 +161,22 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     }
     outputs.write_audit(&report)?;
     Ok(verdict(report.gate.as_ref()))
+}
+
+/// Reports must not replace what the run keeps: its run directory's plan,
+/// artifacts and locks, or the models it saves.
+fn refuse_outputs_over_inputs(
+    outputs: &Outputs,
+    args: &CommonArgs,
+    store: Option<&RunDir>,
+) -> Result<(), Error> {
+    if let Some(store) = store {
+        outputs.refuse_inside(store.root())?;
+    }
+    if let Some(dir) = &args.save_models {
+        outputs.refuse_among_saved_models(dir)?;
+    }
+    Ok(())
 }
 
 /// The --out run directory, checked writable before any training.

@@ -12,6 +12,7 @@ use crate::cli::{Format, OutputArgs};
 use crate::error::{Error, Result};
 use crate::report::audit::AuditReport;
 use crate::report::{html, json, junit, markdown, table, Report};
+use crate::saved_model::SAVED_PREFIX;
 
 #[derive(Debug)]
 pub struct Outputs {
@@ -126,21 +127,40 @@ impl Outputs {
     /// its artifacts or locks, links followed as the writers follow them:
     /// such a report would destroy what it was made from.
     pub fn refuse_inside(&self, run_dir: &Path) -> Result<()> {
-        let Ok(dir) = fs::canonicalize(run_dir) else {
-            return Ok(());
-        };
-        let owned = |place: &Path| {
+        self.refuse_landing(run_dir, "part of the run directory", |dir, place| {
             place == dir.join("plan.json")
                 || place.starts_with(dir.join("models"))
                 || place.starts_with(dir.join("locks"))
+        })
+    }
+
+    /// Refuses outputs that would replace the files of a model this run
+    /// saves (--save-models), which an `--anchor` may name later.
+    pub fn refuse_among_saved_models(&self, save_dir: &Path) -> Result<()> {
+        self.refuse_landing(save_dir, "a saved model's file in", |dir, place| {
+            place.parent() == Some(dir)
+                && place
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with(SAVED_PREFIX))
+        })
+    }
+
+    fn refuse_landing(
+        &self,
+        dir: &Path,
+        what: &str,
+        owned: impl Fn(&Path, &Path) -> bool,
+    ) -> Result<()> {
+        let Ok(dir) = fs::canonicalize(dir) else {
+            return Ok(());
         };
         for (flag, path) in self.files() {
             let Some(path) = path else { continue };
-            if landing_place(path).is_some_and(|place| owned(&place)) {
+            if landing_place(path).is_some_and(|place| owned(&dir, &place)) {
                 return Err(Error::usage(
                     flag,
                     format!(
-                        "{} would replace part of the run directory {}; write reports elsewhere",
+                        "{} would replace {what} {}; write reports elsewhere",
                         path.display(),
                         dir.display()
                     ),

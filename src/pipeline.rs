@@ -23,7 +23,7 @@ use crate::report::{
     self, short_hash, AnchorReport, CodistillPeer, CodistillReport, DatasetInfo, Execution,
     Incomplete, ModelReport, Report,
 };
-use crate::saved_model::{self, Anchor, ModelId};
+use crate::saved_model::{self, Anchor, ModelId, SaveDir};
 use crate::train::{
     refresh_keep, train_codistilled, train_model, AnchorTargets, DeviceChoice, Mitigation,
     ModelSpec, TrainData, Trained, TrainedModel,
@@ -75,7 +75,7 @@ struct Session<'a> {
     reused: usize,
     anchor: Option<Anchor>,
     anchor_targets: Option<AnchorTargets>,
-    save_models: Option<PathBuf>,
+    save_models: Option<SaveDir>,
     /// Co-distillation's other members of each model's run.
     peers: Vec<CodistillPeer>,
     /// Wall-clock seconds of the training this session did.
@@ -108,9 +108,11 @@ impl<'a> Session<'a> {
             .as_deref()
             .map(|path| saved_model::load_anchor(path, &tensors, &dataset))
             .transpose()?;
-        if let Some(dir) = &files.save_models {
-            saved_model::check_directory(dir)?;
-        }
+        let save_models = files
+            .save_models
+            .as_deref()
+            .map(saved_model::check_directory)
+            .transpose()?;
         let mut anchor_targets = None;
         if let (Mitigation::Anchor { anchor_sha256, .. }, Some(anchor)) =
             (&mut config.train.mitigation, &anchor)
@@ -126,7 +128,7 @@ impl<'a> Session<'a> {
         let mut session = Session::over(config, store, dataset, prepared.split.test);
         session.anchor = anchor;
         session.anchor_targets = anchor_targets;
-        session.save_models.clone_from(&files.save_models);
+        session.save_models = save_models;
         Ok((session, tensors))
     }
 
@@ -287,7 +289,7 @@ impl<'a> Session<'a> {
                     let index = self.models.len();
                     if let Some(dir) = &self.save_models {
                         let id = ModelId { index, key, spec };
-                        saved_model::save(dir, &self.config, id, &done, tensors, &self.dataset)?;
+                        saved_model::save(dir.path(), &self.config, id, &done, tensors, &self.dataset)?;
                     }
                     let model =
                         ModelReport::new(index, key.clone(), spec, &done.result, &self.dataset);
@@ -389,7 +391,7 @@ impl<'a> Session<'a> {
         let trained = trained.pop().expect("a run trains at least one model");
         if let Some(dir) = &self.save_models {
             let id = ModelId { index, key, spec };
-            saved_model::save(dir, config, id, &trained, tensors, &self.dataset)?;
+            saved_model::save(dir.path(), config, id, &trained, tensors, &self.dataset)?;
         }
         let peers = peers.into_iter().map(|peer| peer.result).collect();
         Ok((trained.result, peers))
@@ -678,7 +680,7 @@ pub fn train_planned(
 ) -> Result<()> {
     let files = ModelFiles::default();
     let (mut session, tensors) = Session::open(plan.config.clone(), &files, Some(dir))?;
-    plan.require(&session.origin, dir.root(), "this machine")?;
+    plan.require(&session.origin, dir.root(), "this machine's libtorch or data")?;
     let spec = &plan.models[index].spec;
     // A requeued task of a stored model has nothing to do, even where the
     // directory has since become read-only.

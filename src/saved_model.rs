@@ -9,6 +9,7 @@
 //! model trained elsewhere (a production model, a PyTorch script) can anchor
 //! a run: docs/mitigations.md gives its format.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ use crate::train::{ModelSpec, Network, TrainData, TrainedModel};
 const SIDECAR_FORMAT: &str = "churn-audit-model";
 const PREDICTIONS_FORMAT: &str = "churn-audit-predictions";
 const FORMAT_VERSION: u32 = 1;
+/// Every file of a saved model is named model-K...; none may be replaced.
+pub const SAVED_PREFIX: &str = "model-";
 
 /// What must match for a model's probabilities to mean anything on a run's data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,7 +121,7 @@ pub fn save(
         .network
         .as_ref()
         .expect("models trained to be saved keep their network");
-    let stem = format!("model-{index}");
+    let stem = format!("{SAVED_PREFIX}{index}");
     let weights_file = format!("{stem}.safetensors");
     let predictions_file = format!("{stem}.predictions.json");
     let classes = dataset.n_classes;
@@ -151,36 +154,65 @@ pub fn save(
     write_json(&dir.join(format!("{stem}.json")), &sidecar)
 }
 
-/// Refuses, before any training, a --save-models directory that cannot be
-/// written, or that already holds saved models: replacing them would silently
-/// change what an `--anchor` naming one of them means.
-pub fn check_directory(dir: &Path) -> Result<()> {
+/// A --save-models directory, held (flock on the directory itself) for the
+/// whole run, so two runs started at once cannot mix their models in it.
+pub struct SaveDir {
+    path: PathBuf,
+    _held: std::fs::File,
+}
+
+impl SaveDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Claims a --save-models directory before any training, refusing one that
+/// cannot be written, that another run is saving into, or that already holds
+/// saved models: replacing them would silently change what an `--anchor`
+/// naming one of them means.
+pub fn check_directory(dir: &Path) -> Result<SaveDir> {
     let refuse = |message: String| Err(Error::usage("--save-models", message));
     if dir.exists() && !dir.is_dir() {
         return refuse(format!("{} is not a directory", dir.display()));
     }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let mut saved: Vec<String> = entries
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| name.starts_with("model-"))
-            .collect();
-        saved.sort();
-        if let Some(first) = saved.first() {
-            return refuse(format!(
-                "{} already holds saved models ({first} and {} more); save into a new directory",
-                dir.display(),
-                saved.len() - 1
-            ));
-        }
-    }
     if let Err(err) = std::fs::create_dir_all(dir) {
         return refuse(format!("cannot create {}: {err}", dir.display()));
+    }
+    let held = match std::fs::File::open(dir) {
+        Ok(held) => held,
+        Err(err) => return refuse(format!("cannot open {}: {err}", dir.display())),
+    };
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    if unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return refuse(format!(
+            "another churn-audit run is saving models into {}; save into a new directory",
+            dir.display()
+        ));
+    }
+    // Looked at only once the directory is ours: a run that held it before
+    // has finished, and its models are here to be seen.
+    let mut saved: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|err| Error::usage("--save-models", format!("cannot read {}: {err}", dir.display())))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(SAVED_PREFIX))
+        .collect();
+    saved.sort();
+    if let Some(first) = saved.first() {
+        return refuse(format!(
+            "{} already holds saved models ({first} and {} more); save into a new directory",
+            dir.display(),
+            saved.len() - 1
+        ));
     }
     let probe = dir.join(format!(".churn-audit-probe.{}", std::process::id()));
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
-            Ok(())
+            Ok(SaveDir {
+                path: dir.to_owned(),
+                _held: held,
+            })
         }
         Err(err) => refuse(format!("cannot write in {}: {err}", dir.display())),
     }
@@ -248,13 +280,20 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
     } else {
         path.to_owned()
     };
-    let text = read_regular(&sidecar_path).map_err(&refuse)?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|err| {
-        refuse(format!(
-            "{} is not valid JSON: {err}",
-            sidecar_path.display()
-        ))
-    })?;
+    // Far more than a predictions file of this data needs (64 bytes a
+    // value: indented float64 from another tool fits), so a huge file is
+    // refused before it is read.
+    let limit = (run.n_train + run.n_test) as u64 * (run.n_classes as u64 * 64 + 64) + (1 << 20);
+    // Named on its own only where it is not the file given.
+    let sidecar_named = if weights_given {
+        format!("its sidecar {} ", sidecar_path.display())
+    } else {
+        String::new()
+    };
+    let text = read_regular(&sidecar_path, limit)
+        .map_err(|why| refuse(format!("{sidecar_named}{why}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|err| refuse(format!("{sidecar_named}is not valid JSON: {err}")))?;
     let format = value
         .get("format")
         .and_then(|f| f.as_str())
@@ -264,6 +303,7 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
         SIDECAR_FORMAT => {
             let sidecar: Sidecar = serde_json::from_str(&text).map_err(malformed)?;
             check_version(sidecar.format_version).map_err(&refuse)?;
+            check_sidecar(&sidecar).map_err(&refuse)?;
             if let Some(problem) = sidecar.data.mismatch(&run) {
                 return Err(refuse(problem));
             }
@@ -275,6 +315,9 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
             } else {
                 weights_beside(&sidecar_path, &sidecar.weights_file).map_err(&refuse)?
             };
+            if let Err(err) = std::fs::metadata(&weights) {
+                return Err(refuse(format!("cannot read {}: {err}", weights.display())));
+            }
             let mut network = Network::new(0, data, &sidecar.config.model)?;
             network.load(&weights).map_err(|err| {
                 refuse(format!(
@@ -342,10 +385,17 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
 
 /// A regular file's text; anything else (a directory, a FIFO that would
 /// block) is refused.
-fn read_regular(path: &Path) -> std::result::Result<String, String> {
-    let cannot = |err: std::io::Error| format!("cannot read {}: {err}", path.display());
-    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+fn read_regular(path: &Path, limit: u64) -> std::result::Result<String, String> {
+    let cannot = |err: std::io::Error| format!("cannot read: {err}");
+    let metadata = std::fs::metadata(path).map_err(cannot)?;
+    if !metadata.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if metadata.len() > limit {
+        return Err(format!(
+            "holds {} bytes, more than a saved model or predictions file of this data can ({limit})",
+            metadata.len()
+        ));
     }
     std::fs::read_to_string(path).map_err(cannot)
 }
@@ -367,6 +417,23 @@ fn weights_beside(sidecar: &Path, named: &str) -> std::result::Result<PathBuf, S
     } else {
         named
     })
+}
+
+/// A sidecar whose config or spec no command could have written, or whose
+/// key is not its spec's, was edited or damaged: training under it, or at its
+/// thread count, could fail in ways that would not name the file.
+fn check_sidecar(sidecar: &Sidecar) -> std::result::Result<(), String> {
+    let damaged = |why: String| format!("edited or damaged: {why}");
+    crate::cli::check_config(&sidecar.config).map_err(|why| damaged(format!("config.{why}")))?;
+    crate::cli::check_spec(&sidecar.spec).map_err(|why| damaged(format!("spec.{why}")))?;
+    let key = sidecar.config.model_key(&sidecar.spec);
+    if sidecar.key != key {
+        return Err(damaged(format!(
+            "its key is {}, but its config and spec make {key}",
+            sidecar.key
+        )));
+    }
+    Ok(())
 }
 
 fn check_version(version: u32) -> std::result::Result<(), String> {

@@ -362,7 +362,7 @@ fn train_names_a_missing_or_out_of_range_index_and_a_missing_plan() {
     fails(
         &[],
         None,
-        "--index: not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set"
+        "--index: not given, and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX holds a value"
             .into(),
     );
     fails(
@@ -575,7 +575,7 @@ fn train_and_report_refuse_data_changed_since_the_plan() {
     assert_eq!(refused.status.code(), Some(2));
     let said = stderr(&refused);
     let prefix = format!(
-        "error: {}: this machine differs from the plan: test_sha256 ",
+        "error: {}: this machine's libtorch or data differs from the plan: test_sha256 ",
         out.display()
     );
     assert!(said.starts_with(&prefix), "{said}");

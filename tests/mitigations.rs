@@ -392,6 +392,96 @@ fn saving_never_replaces_saved_models() {
 }
 
 #[test]
+fn reports_and_a_second_run_cannot_replace_models_being_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let saving = dir.path().join("release");
+    std::fs::create_dir(&saving).unwrap();
+    let saving_arg = saving.to_str().unwrap();
+    let onto_sidecar = saving.join("model-0.json");
+    let output = churn_audit(
+        &[
+            FAST,
+            &["--save-models", saving_arg, "--json", onto_sidecar.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: --json: {} would replace a saved model's file in {}; write reports elsewhere\n",
+            onto_sidecar.display(),
+            saving.canonicalize().unwrap().display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(&saving).unwrap().count(), 0);
+    // Another run holding the directory (as a run saving into it does).
+    let mut holder = std::process::Command::new("flock")
+        .args([saving_arg, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let output = churn_audit(&[FAST, &["--save-models", saving_arg]].concat());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: --save-models: another churn-audit run is saving models into {saving_arg}; save into a new directory\n"
+        )
+    );
+    assert_eq!(std::fs::read_dir(&saving).unwrap().count(), 0);
+}
+
+#[test]
+fn an_edited_sidecar_or_a_missing_weights_file_is_refused_naming_it() {
+    let (dir, _) = saved_models();
+    let sidecar: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("model-0.json")).unwrap(),
+    )
+    .unwrap();
+    let edited = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: &Value| {
+        let path = edited.path().join(name);
+        std::fs::write(&path, value.to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let mut many_threads = sidecar.clone();
+    many_threads["spec"]["threads"] = 100_000.into();
+    let mut other_key = sidecar.clone();
+    other_key["key"] = "0".repeat(64).into();
+    let mut no_weights = sidecar.clone();
+    no_weights["weights_file"] = "gone.safetensors".into();
+    let cases = [
+        (
+            write("threads.json", &many_threads),
+            "edited or damaged: spec.threads: must be at most 256, got 100000".to_owned(),
+        ),
+        (
+            write("key.json", &other_key),
+            format!(
+                "edited or damaged: its key is {}, but its config and spec make {}",
+                "0".repeat(64),
+                sidecar["key"].as_str().unwrap()
+            ),
+        ),
+        (
+            write("no-weights.json", &no_weights),
+            format!(
+                "cannot read {}: No such file or directory (os error 2)",
+                edited.path().canonicalize().unwrap().join("gone.safetensors").display()
+            ),
+        ),
+    ];
+    for (path, problem) in cases {
+        let output = churn_audit(&[FAST, &["--anchor", &path]].concat());
+        assert_eq!(output.status.code(), Some(2), "{path}");
+        assert_eq!(stderr(&output), format!("error: --anchor: {path}: {problem}\n"));
+    }
+}
+
+#[test]
 fn a_model_and_its_predictions_file_are_the_same_anchor_at_any_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().to_str().unwrap();
@@ -441,7 +531,7 @@ fn bad_anchor_files_and_mitigation_values_are_refused_before_training() {
         ),
         (
             vec!["--anchor", &truncated],
-            format!("error: --anchor: {truncated}: {truncated} is not valid JSON: EOF while parsing a value at line 1 column 37\n"),
+            format!("error: --anchor: {truncated}: is not valid JSON: EOF while parsing a value at line 1 column 37\n"),
         ),
         (
             vec!["--anchor", &other],
@@ -449,7 +539,7 @@ fn bad_anchor_files_and_mitigation_values_are_refused_before_training() {
         ),
         (
             vec!["--anchor", "/dev/null"],
-            "error: --anchor: /dev/null: /dev/null is not a regular file\n".to_owned(),
+            "error: --anchor: /dev/null: is not a regular file\n".to_owned(),
         ),
         (
             vec!["--mitigate", "codistill", "--burn-in", "135"],

@@ -58,23 +58,41 @@ fn check_consistency(report: &Report) -> std::result::Result<(), String> {
             analysis.accuracy.n
         ));
     }
-    let shares = [
+    let mut shares = vec![
         ("accuracy.std", analysis.accuracy.std),
         ("churn.mean", analysis.churn.mean),
         ("churn.ci95.low", analysis.churn.ci95.low),
         ("churn.ci95.high", analysis.churn.ci95.high),
         ("accuracy.mean", analysis.accuracy.mean),
     ];
+    let mut means = vec![
+        ("churn", analysis.churn.ci95, analysis.churn.mean),
+        ("accuracy", analysis.accuracy.ci95, analysis.accuracy.mean),
+    ];
+    // The anchor's figures are gated (--max-churn-vs-anchor) and compared too.
+    if let Some(anchor) = &report.anchor {
+        let analysis = &anchor.analysis;
+        shares.push(("anchor.anchor_accuracy", analysis.anchor_accuracy));
+        for (name, share) in [
+            ("anchor.churn", &analysis.churn),
+            ("anchor.good_churn", &analysis.good_churn),
+            ("anchor.bad_churn", &analysis.bad_churn),
+        ] {
+            shares.extend([
+                (name, share.mean),
+                (name, share.ci95.low),
+                (name, share.ci95.high),
+            ]);
+            means.push((name, share.ci95, share.mean));
+        }
+    }
     if let Some((name, value)) = shares
         .iter()
         .find(|(_, value)| !(0.0..=1.0).contains(value))
     {
         return Err(format!("{name} is {value}, outside [0, 1]"));
     }
-    for (name, interval, value) in [
-        ("churn", analysis.churn.ci95, analysis.churn.mean),
-        ("accuracy", analysis.accuracy.ci95, analysis.accuracy.mean),
-    ] {
+    for (name, interval, value) in means {
         if !(interval.low <= value && value <= interval.high) {
             return Err(format!(
                 "{name}.ci95 [{}, {}] does not contain its mean {value}",
