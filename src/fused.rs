@@ -21,7 +21,7 @@ use tch::nn;
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::error::{Error, Result};
-use crate::libtorch::{adam_step, set_deterministic_kernels, sgd_step};
+use crate::libtorch::{adam_step, set_deterministic_kernels, sgd_step, Generator};
 use crate::model::{Model, ModelConfig, ModelKind, Shape};
 use crate::train::{weights_sha256, ModelSpec, Network, OptimizerKind, TrainConfig};
 
@@ -410,10 +410,48 @@ impl FusedMlp {
     }
 }
 
+/// Whether this libtorch, on this CPU, draws dropout masks bitwise as
+/// [`Mt19937::fill_dropout_noise`] does. libtorch has drawn Bernoulli noise
+/// with other generators in some builds (MKL's, on Intel CPUs, in older
+/// releases), and a parallel model must be the sequential one, so this is
+/// checked once per process on a few masks before the parallel mode is used
+/// with dropout.
+pub fn replicates_libtorch_dropout() -> bool {
+    static CHECKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHECKED.get_or_init(|| {
+        [
+            (7u64, 0.2, [(128usize, 256usize), (128, 256), (96, 256)]),
+            (0xdead_beef_1234, 0.5, [(3, 5), (1, 1), (7, 700)]),
+        ]
+        .into_iter()
+        .all(|(seed, p, shapes)| same_dropout_noise(seed, p, &shapes).unwrap_or(false))
+    })
+}
+
+/// Draws masks of `shapes` one after another from a libtorch generator and
+/// from [`Mt19937`], both seeded with `seed`, and compares them bit for bit.
+fn same_dropout_noise(seed: u64, p: f64, shapes: &[(usize, usize)]) -> Result<bool, TchError> {
+    let mut ours = Mt19937::new(seed);
+    let mut theirs = Generator::new(seed)?;
+    for &(rows, cols) in shapes {
+        let ones = Tensor::ones([rows as i64, cols as i64], (Kind::Float, Device::Cpu));
+        let expected = Vec::<f32>::try_from(theirs.dropout(&ones, p)?.flatten(0, -1))?;
+        let mut noise = vec![0f32; rows * cols];
+        ours.fill_dropout_noise(&mut noise, p);
+        let same = noise
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libtorch::Generator;
 
     #[test]
     fn mt19937_matches_the_reference_sequence() {
@@ -428,28 +466,13 @@ mod tests {
 
     #[test]
     fn dropout_noise_is_bitwise_libtorchs() {
-        for (seed, p, shapes) in [
-            (7u64, 0.2, vec![(128usize, 256usize), (128, 256), (96, 256)]),
-            (
-                0xdead_beef_1234,
-                0.5,
-                vec![(3, 5), (1, 1), (32, 128), (7, 700)],
-            ),
-        ] {
-            let mut ours = Mt19937::new(seed);
-            let mut theirs = Generator::new(seed).unwrap();
-            for (rows, cols) in shapes {
-                let ones = Tensor::ones([rows as i64, cols as i64], (Kind::Float, Device::Cpu));
-                let expected =
-                    Vec::<f32>::try_from(theirs.dropout(&ones, p).unwrap().flatten(0, -1)).unwrap();
-                let mut noise = vec![0f32; rows * cols];
-                ours.fill_dropout_noise(&mut noise, p);
-                let same = noise
-                    .iter()
-                    .zip(&expected)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "seed {seed}, p {p}, {rows}×{cols}");
-            }
-        }
+        assert!(same_dropout_noise(7, 0.2, &[(128, 256), (128, 256), (96, 256)]).unwrap());
+        assert!(same_dropout_noise(
+            0xdead_beef_1234,
+            0.5,
+            &[(3, 5), (1, 1), (32, 128), (7, 700)]
+        )
+        .unwrap());
+        assert!(replicates_libtorch_dropout());
     }
 }

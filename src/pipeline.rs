@@ -289,7 +289,14 @@ impl<'a> Session<'a> {
                     let index = self.models.len();
                     if let Some(dir) = &self.save_models {
                         let id = ModelId { index, key, spec };
-                        saved_model::save(dir.path(), &self.config, id, &done, tensors, &self.dataset)?;
+                        saved_model::save(
+                            dir.path(),
+                            &self.config,
+                            id,
+                            &done,
+                            tensors,
+                            &self.dataset,
+                        )?;
                     }
                     let model =
                         ModelReport::new(index, key.clone(), spec, &done.result, &self.dataset);
@@ -547,6 +554,11 @@ pub fn parallel_refusal(config: &RunConfig, specs: &[ModelSpec]) -> Option<&'sta
     if config.train.mitigation != Mitigation::None {
         return Some("models with a mitigation train sequentially only");
     }
+    if config.model.dropout > 0.0 && !fused::replicates_libtorch_dropout() {
+        return Some(
+            "this libtorch draws dropout masks in a way the parallel mode does not replicate",
+        );
+    }
     let differ = specs.windows(2).any(|pair| {
         pair[0].threads != pair[1].threads
             || pair[0].deterministic_kernels != pair[1].deterministic_kernels
@@ -680,7 +692,11 @@ pub fn train_planned(
 ) -> Result<()> {
     let files = ModelFiles::default();
     let (mut session, tensors) = Session::open(plan.config.clone(), &files, Some(dir))?;
-    plan.require(&session.origin, dir.root(), "this machine's libtorch or data")?;
+    plan.require(
+        &session.origin,
+        dir.root(),
+        "this machine's libtorch or data",
+    )?;
     let spec = &plan.models[index].spec;
     // A requeued task of a stored model has nothing to do, even where the
     // directory has since become read-only.

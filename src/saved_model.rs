@@ -193,7 +193,12 @@ pub fn check_directory(dir: &Path) -> Result<SaveDir> {
     // Looked at only once the directory is ours: a run that held it before
     // has finished, and its models are here to be seen.
     let mut saved: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|err| Error::usage("--save-models", format!("cannot read {}: {err}", dir.display())))?
+        .map_err(|err| {
+            Error::usage(
+                "--save-models",
+                format!("cannot read {}: {err}", dir.display()),
+            )
+        })?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .filter(|name| name.starts_with(SAVED_PREFIX))
         .collect();

@@ -1070,7 +1070,10 @@ fn an_incomplete_directory_fails_the_complete_check_in_junit_without_other_check
     assert_eq!(reported.status.code(), Some(1), "{}", stderr(&reported));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"1\" failures=\"1\""), "{xml}");
-    assert!(xml.contains("<testcase classname=\"churn-audit.gate\" name=\"complete\">"), "{xml}");
+    assert!(
+        xml.contains("<testcase classname=\"churn-audit.gate\" name=\"complete\">"),
+        "{xml}"
+    );
 
     succeeds(&["train", "-q", "--out", path_arg(&out), "--index", "2"]);
     succeeds(&["report", path_arg(&out), "--junit", path_arg(&junit)]);

@@ -401,7 +401,12 @@ fn reports_and_a_second_run_cannot_replace_models_being_saved() {
     let output = churn_audit(
         &[
             FAST,
-            &["--save-models", saving_arg, "--json", onto_sidecar.to_str().unwrap()],
+            &[
+                "--save-models",
+                saving_arg,
+                "--json",
+                onto_sidecar.to_str().unwrap(),
+            ],
         ]
         .concat(),
     );
@@ -437,10 +442,9 @@ fn reports_and_a_second_run_cannot_replace_models_being_saved() {
 #[test]
 fn an_edited_sidecar_or_a_missing_weights_file_is_refused_naming_it() {
     let (dir, _) = saved_models();
-    let sidecar: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("model-0.json")).unwrap(),
-    )
-    .unwrap();
+    let sidecar: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("model-0.json")).unwrap())
+            .unwrap();
     let edited = tempfile::tempdir().unwrap();
     let write = |name: &str, value: &Value| {
         let path = edited.path().join(name);
@@ -470,14 +474,22 @@ fn an_edited_sidecar_or_a_missing_weights_file_is_refused_naming_it() {
             write("no-weights.json", &no_weights),
             format!(
                 "cannot read {}: No such file or directory (os error 2)",
-                edited.path().canonicalize().unwrap().join("gone.safetensors").display()
+                edited
+                    .path()
+                    .canonicalize()
+                    .unwrap()
+                    .join("gone.safetensors")
+                    .display()
             ),
         ),
     ];
     for (path, problem) in cases {
         let output = churn_audit(&[FAST, &["--anchor", &path]].concat());
         assert_eq!(output.status.code(), Some(2), "{path}");
-        assert_eq!(stderr(&output), format!("error: --anchor: {path}: {problem}\n"));
+        assert_eq!(
+            stderr(&output),
+            format!("error: --anchor: {path}: {problem}\n")
+        );
     }
 }
 
