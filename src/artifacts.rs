@@ -298,10 +298,22 @@ impl RunDir {
         self.root.join(PLAN_FILE)
     }
 
-    pub fn write_plan(&self, plan: &Plan) -> Result<()> {
+    /// Writes `plan`, returning the config_sha256 of the plan it replaced
+    /// when that was another config's: array tasks still running on the old
+    /// plan would now train this one's models, which the caller should say.
+    pub fn write_plan(&self, plan: &Plan) -> Result<Option<String>> {
         let path = self.plan_path();
+        let previous = read_regular(&path, MAX_PLAN_BYTES)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|old| old.get("config_sha256")?.as_str().map(str::to_owned))
+            .filter(|old| *old != plan.config_sha256);
         let json = serde_json::to_string_pretty(plan).expect("plans always serialise");
-        replace(&path, json.as_bytes()).map_err(|source| Error::Output { path, source })
+        replace(&path, json.as_bytes()).map_err(|source| Error::Output {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(previous)
     }
 
     pub fn read_plan(&self) -> Result<Plan> {

@@ -389,7 +389,7 @@ pub struct CommonArgs {
     pub mitigate: MitigationKind,
 
     /// Distillation weight α for codistill and anchor, in [0, 1] [default: 0.5].
-    #[arg(long, value_name = "ALPHA", value_parser = unit_interval)]
+    #[arg(long, value_name = "ALPHA", value_parser = mixing_weight)]
     pub alpha: Option<f64>,
 
     /// Distillation temperature T for codistill and anchor distill, in
@@ -573,12 +573,20 @@ fn probability(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// A threshold given as a fraction of examples.
 fn unit_interval(text: &str) -> Result<f64, String> {
+    within_unit_interval(text, "a fraction in [0, 1] (0.02 means 2%)")
+}
+
+/// The weight of the distillation term in a mixed loss.
+fn mixing_weight(text: &str) -> Result<f64, String> {
+    within_unit_interval(text, "in [0, 1]")
+}
+
+fn within_unit_interval(text: &str, what: &str) -> Result<f64, String> {
     let value = number(text)?;
     if !(0.0..=1.0).contains(&value) {
-        return Err(format!(
-            "must be a fraction in [0, 1] (0.02 means 2%), got {value}"
-        ));
+        return Err(format!("must be {what}, got {value}"));
     }
     Ok(value)
 }
@@ -670,7 +678,7 @@ pub(crate) fn check_config(config: &crate::config::RunConfig) -> Result<(), Stri
         [
             (
                 "train.mitigation.alpha",
-                unit_interval(&real(alpha)).map(drop),
+                mixing_weight(&real(alpha)).map(drop),
             ),
             (
                 "train.mitigation.temperature",

@@ -14,7 +14,7 @@ use churn_audit::config::{AuditConfig, RunConfig};
 use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
 use churn_audit::pipeline::Event;
-use churn_audit::progress::{Mode, Progress};
+use churn_audit::progress::{self, Mode, Progress};
 use churn_audit::report::{json, Report};
 use churn_audit::{cluster, compare, config_file, output, pipeline, Error};
 
@@ -224,7 +224,9 @@ fn plan(args: &RunArgs) -> Result<bool, Error> {
         ));
     };
     let plan = pipeline::plan(&config)?;
-    dir.write_plan(&plan)?;
+    if let Some(previous) = dir.write_plan(&plan)? {
+        eprintln!("{}", progress::plan_replaced(&previous));
+    }
     let out = dir.root().display();
     output::write_stdout(&format!(
         "{} models planned in {out}; train model K with `churn-audit train --out {out} --index K` (K from 0 to {}), then `churn-audit report {out}`\n",

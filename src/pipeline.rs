@@ -36,6 +36,9 @@ pub enum Event<'a> {
     ModelDone(&'a ModelReport),
     /// A model read from its artifact instead of trained.
     ModelReused(&'a ModelReport),
+    /// The run directory's plan, of the config with this sha256, was
+    /// replaced by this run's.
+    PlanReplaced(&'a str),
 }
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
@@ -670,7 +673,9 @@ pub fn run(
             session.origin.clone(),
             specs.clone(),
         );
-        dir.write_plan(&plan)?;
+        if let Some(previous) = dir.write_plan(&plan)? {
+            on_event(Event::PlanReplaced(&previous));
+        }
     }
     let members = session.obtain_group(&tensors, &specs, parallel, on_event)?;
     Ok(session.report(&members, false))

@@ -72,6 +72,8 @@ impl Progress {
                 }
                 self.model_done(model, "reused from its artifact");
             }
+            // A warning, not progress: said even when quiet.
+            Event::PlanReplaced(previous) => eprintln!("{}", plan_replaced(previous)),
         }
     }
 
@@ -99,6 +101,14 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The warning for a run directory whose plan, of another config, was replaced.
+pub fn plan_replaced(previous: &str) -> String {
+    format!(
+        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this one's, and array tasks still working from the old plan will train this config's models",
+        crate::report::short_hash(previous)
+    )
 }
 
 #[cfg(test)]

@@ -1177,3 +1177,39 @@ fn a_requeued_task_of_a_stored_model_succeeds_in_a_read_only_directory() {
         )
     );
 }
+
+#[test]
+fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shared");
+    let plan = |seeds: &str| {
+        let output = succeeds(
+            &[
+                &["plan"],
+                FAST,
+                &["--seeds", seeds, "--out", path_arg(&out)],
+            ]
+            .concat(),
+        );
+        stderr(&output)
+    };
+    assert_eq!(plan("2"), "");
+    assert_eq!(plan("2"), "", "the same plan again replaces nothing");
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let note = format!(
+        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this one's, and array tasks still working from the old plan will train this config's models\n",
+        &first["config_sha256"].as_str().unwrap()[..12]
+    );
+    assert_eq!(plan("3"), note);
+    let second: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let rerun = succeeds(&[&["run"], FAST, &["--seeds", "2", "--out", path_arg(&out)]].concat());
+    assert_eq!(
+        stderr(&rerun),
+        note.replace(
+            &first["config_sha256"].as_str().unwrap()[..12],
+            &second["config_sha256"].as_str().unwrap()[..12]
+        )
+    );
+}
