@@ -245,6 +245,17 @@ impl RunDir {
     /// does a directory standing where an artifact goes, which no write can
     /// replace (and which may hold someone's files).
     pub fn prepare(&self) -> Result<()> {
+        self.prepare_slots(|_| true)
+    }
+
+    /// As `prepare`, for an array task that writes model `key` alone: a
+    /// directory in another model's place is that model's task's problem.
+    pub fn prepare_slot(&self, key: &str) -> Result<()> {
+        let slot = format!("{key}.artifact");
+        self.prepare_slots(|name| name == slot)
+    }
+
+    fn prepare_slots(&self, written: impl Fn(&str) -> bool) -> Result<()> {
         for dir in [
             self.root.clone(),
             self.root.join(MODELS),
@@ -280,7 +291,8 @@ impl RunDir {
         })?;
         for entry in models.flatten() {
             let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-            if is_dir && entry.file_name().to_string_lossy().ends_with(".artifact") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_dir && name.ends_with(".artifact") && written(&name) {
                 return Err(Error::RunDir {
                     path: entry.path(),
                     message: "a directory where an artifact goes; it cannot be replaced, so move or remove it".into(),

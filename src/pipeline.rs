@@ -710,7 +710,7 @@ pub fn train_planned(
         on_event(Event::ModelReused(&session.models[stored]));
         return Ok(());
     }
-    dir.prepare()?;
+    dir.prepare_slot(&key)?;
     session.obtain(&tensors, spec, on_event)?;
     Ok(())
 }

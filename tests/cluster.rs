@@ -1213,3 +1213,31 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
         )
     );
 }
+
+#[test]
+fn a_directory_in_one_models_place_fails_only_that_models_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("array");
+    succeeds(&[&["plan"], FAST, &["--seeds", "3", "--out", path_arg(&out)]].concat());
+    let blocked = planned_path(&out, 1);
+    std::fs::create_dir_all(&blocked).unwrap();
+    let task = |index: &str| {
+        output(&[
+            "train",
+            "--out",
+            path_arg(&out),
+            "--index",
+            index,
+            "--quiet",
+        ])
+    };
+    assert!(task("0").status.success());
+    let refused = task("1");
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused),
+        format!("error: {blocked}: a directory where an artifact goes; it cannot be replaced, so move or remove it\n")
+    );
+    assert!(task("2").status.success());
+    assert!(intact(Path::new(&planned_path(&out, 2))));
+}
