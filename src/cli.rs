@@ -421,7 +421,7 @@ pub struct CommonArgs {
     /// Save every trained model to DIR: model-K.safetensors, its sidecar
     /// model-K.json (config, data fingerprints, weights sha256) and
     /// model-K.predictions.json (probabilities on the training and test sets).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = directory_not_stdout)]
     pub save_models: Option<PathBuf>,
 
     /// β for --mitigate entropy: positive penalises uncertain predictions;
@@ -571,6 +571,15 @@ fn probability(text: &str) -> Result<f64, String> {
         return Err(format!("must be in [0, 1), got {text}"));
     }
     Ok(value)
+}
+
+/// A directory; "-" means stdout for the report flags, so it is refused here
+/// rather than taken as a directory named "-".
+fn directory_not_stdout(text: &str) -> Result<PathBuf, String> {
+    if text == "-" {
+        return Err("models are saved as files in a directory, not to stdout".into());
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// A threshold given as a fraction of examples.

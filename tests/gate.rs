@@ -156,6 +156,10 @@ fn unusable_inputs_exit_2_naming_the_file() {
         "error: fixtures/reports/truncated.json: not a churn-audit JSON report: EOF while parsing an object at line 13 column 0",
     );
     refused(
+        &["gate", "fixtures/reports/array.json", "--max-churn", "0.02"],
+        "error: fixtures/reports/array.json: not a churn-audit JSON report: a report is a JSON object",
+    );
+    refused(
         &["gate", "fixtures/reports/schema-v2.json", "--max-churn", "0.02"],
         "error: fixtures/reports/schema-v2.json: schema_version 2 is not supported (this churn-audit reads version 1)",
     );

@@ -558,6 +558,10 @@ fn bad_anchor_files_and_mitigation_values_are_refused_before_training() {
             "error: --burn-in: 135 steps is at least the whole training (123 steps): distillation would never start\n".to_owned(),
         ),
         (
+            vec!["--save-models", "-"],
+            "error: invalid value '-' for '--save-models <DIR>': models are saved as files in a directory, not to stdout".to_owned(),
+        ),
+        (
             vec!["--mitigate", "codistill", "--alpha", "2"],
             "error: invalid value '2' for '--alpha <ALPHA>': must be in [0, 1], got 2".to_owned(),
         ),

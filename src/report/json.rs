@@ -27,6 +27,11 @@ pub fn load(path: &Path) -> Result<Report> {
         /// Only audit reports have groups.
         groups: Option<serde::de::IgnoredAny>,
     }
+    if !text.trim_start().starts_with('{') {
+        return Err(failed(
+            "not a churn-audit JSON report: a report is a JSON object".into(),
+        ));
+    }
     let version: Version = serde_json::from_str(&text)
         .map_err(|err| failed(format!("not a churn-audit JSON report: {err}")))?;
     if version.groups.is_some() {
