@@ -143,7 +143,7 @@ fn model_files(args: &CommonArgs) -> pipeline::ModelFiles {
 /// Trains the audit's groups, reports and gates them; red flags alone do not
 /// change the exit code.
 fn audit(args: &AuditArgs) -> Result<bool, Error> {
-    let outputs = Outputs::prepare_audit(&args.common.output)?;
+    let outputs = prepare(&args.common.output, args.checks.any())?;
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
@@ -159,7 +159,7 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     if let Some(judged) = Judged::audit(&report) {
         report.gate = gate::evaluate(judged, &args.checks, baseline.as_ref())?;
     }
-    outputs.write_audit(&report)?;
+    outputs.write(&report)?;
     Ok(verdict(report.gate.as_ref()))
 }
 

@@ -96,33 +96,6 @@ impl Outputs {
         })
     }
 
-    /// The audit report renders as a table, JSON or HTML, so far.
-    pub fn prepare_audit(args: &OutputArgs) -> Result<Self> {
-        let unsupported = [
-            ("--markdown", args.markdown.is_some()),
-            ("--junit", args.junit.is_some()),
-            ("--github-summary", args.github_summary),
-            ("--format", args.format == Format::Markdown),
-        ];
-        if let Some((flag, _)) = unsupported.iter().find(|(_, given)| *given) {
-            return Err(Error::usage(*flag, "audit reports are written as a table, JSON or HTML only (--format table|json, --json PATH, --html PATH)"));
-        }
-        Self::prepare(args, false, None)
-    }
-
-    pub fn write_audit(&self, report: &AuditReport) -> Result<()> {
-        if let Some(path) = &self.json {
-            write_file(path, &report.to_json())?;
-        }
-        if let Some((path, page)) = self.html.as_ref().zip(html::render_audit(report)) {
-            write_file(path, &page)?;
-        }
-        write_stdout(&match self.stdout {
-            Format::Json => report.to_json(),
-            Format::Table | Format::Markdown => report.render_table(),
-        })
-    }
-
     /// Refuses outputs that would land on a run directory's plan, or among
     /// its artifacts or locks, links followed as the writers follow them:
     /// such a report would destroy what it was made from.
@@ -184,27 +157,87 @@ impl Outputs {
         self.stdout == Format::Json
     }
 
-    pub fn write(&self, report: &Report) -> Result<()> {
+    /// Writes every output asked for, each rendering the one report.
+    pub fn write(&self, report: &impl Rendered) -> Result<()> {
         if let Some(path) = &self.json {
-            write_file(path, &json::render(report))?;
+            write_file(path, &report.json())?;
         }
         if let Some(path) = &self.markdown {
-            write_file(path, &markdown::render(report))?;
+            write_file(path, &report.markdown())?;
         }
-        if let (Some(path), Some(verdicts)) = (&self.junit, &report.gate) {
-            write_file(path, &junit::render(report, verdicts))?;
+        if let (Some(path), Some(xml)) = (&self.junit, report.junit()) {
+            write_file(path, &xml)?;
         }
-        if let Some(path) = &self.html {
-            write_file(path, &html::render(report))?;
+        if let Some((path, page)) = self.html.as_ref().zip(report.html()) {
+            write_file(path, &page)?;
         }
         if let Some(path) = &self.github_summary {
-            append_file(path, &markdown::render(report))?;
+            append_file(path, &report.markdown())?;
         }
         write_stdout(&match self.stdout {
-            Format::Table => table::render(report),
-            Format::Json => json::render(report),
-            Format::Markdown => markdown::render(report),
+            Format::Table => report.table(),
+            Format::Json => report.json(),
+            Format::Markdown => report.markdown(),
         })
+    }
+}
+
+/// A report in every form an output can take.
+pub trait Rendered {
+    fn json(&self) -> String;
+    fn markdown(&self) -> String;
+    fn table(&self) -> String;
+    /// None where there is nothing to draw.
+    fn html(&self) -> Option<String>;
+    /// None without checks.
+    fn junit(&self) -> Option<String>;
+}
+
+impl Rendered for Report {
+    fn json(&self) -> String {
+        json::render(self)
+    }
+    fn markdown(&self) -> String {
+        markdown::render(self)
+    }
+    fn table(&self) -> String {
+        table::render(self)
+    }
+    fn html(&self) -> Option<String> {
+        Some(html::render(self))
+    }
+    fn junit(&self) -> Option<String> {
+        let verdicts = self.gate.as_ref()?;
+        Some(junit::render(
+            &self.config_sha256,
+            &self.dataset,
+            &self.tool,
+            verdicts,
+        ))
+    }
+}
+
+impl Rendered for AuditReport {
+    fn json(&self) -> String {
+        self.to_json()
+    }
+    fn markdown(&self) -> String {
+        markdown::render_audit(self)
+    }
+    fn table(&self) -> String {
+        self.render_table()
+    }
+    fn html(&self) -> Option<String> {
+        html::render_audit(self)
+    }
+    fn junit(&self) -> Option<String> {
+        let verdicts = self.gate.as_ref()?;
+        Some(junit::render(
+            &self.config_sha256,
+            &self.dataset,
+            &self.tool,
+            verdicts,
+        ))
     }
 }
 

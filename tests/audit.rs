@@ -240,11 +240,58 @@ fn audit_gates_the_all_group_and_the_control_group() {
         "all 2 models have bitwise identical weights and test logits"
     );
 
-    let failing = run(&["--max-churn", "0.0001"]);
+    let dir = tempfile::tempdir().unwrap();
+    let markdown = dir.path().join("audit.md");
+    let junit = dir.path().join("audit.xml");
+    let failing = run(&[
+        "--max-churn",
+        "0.0001",
+        "--markdown",
+        markdown.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     assert_eq!(failing.status.code(), Some(1));
     let stderr = stderr(&failing);
     assert!(
         stderr.starts_with("check failed: --max-churn 0.0001: mean pairwise churn "),
         "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&failing.stdout).unwrap();
+    let markdown = std::fs::read_to_string(markdown).unwrap();
+    let lines: Vec<&str> = markdown.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "## churn-audit 0.1.0 audit: 2 models per group on digits (1438 train / 359 test)"
+        ),
+        "{markdown}"
+    );
+    assert_eq!(
+        lines[2],
+        "**gate: FAILED (1 of 1 checks failed; inconclusive counts as fail)**"
+    );
+    assert!(lines.contains(&"| control | 2 | 0.00% [0.00% – 0.00%] | 0.00% – 0.00% | 73.82% ± 0.00% | 0.00% | 1 | yes |"), "{markdown}");
+    assert!(
+        lines.contains(&"| kernels | - | not applicable: no CUDA device |  |  |  |  |  |"),
+        "{markdown}"
+    );
+    assert!(markdown.ends_with("### Red flags\n\nnone (control group bitwise identical; every varied seed changed the models)\n"), "{markdown}");
+    let junit = std::fs::read_to_string(junit).unwrap();
+    assert!(
+        junit.contains(
+            r#"<testsuite name="churn-audit gate" tests="1" failures="1" errors="0" skipped="0">"#
+        ),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(&format!(
+            r#"<property name="config_sha256" value="{}"/>"#,
+            report["config_sha256"].as_str().unwrap()
+        )),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(r#"<testcase classname="churn-audit.gate" name="--max-churn 0.0001">"#),
+        "{junit}"
     );
 }

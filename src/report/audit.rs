@@ -25,6 +25,10 @@ pub const ATTRIBUTION_HEADER: [&str; 8] = [
     "bitwise reproducible",
 ];
 
+/// What the red flags say when there are none.
+pub const NO_RED_FLAGS: &str =
+    "none (control group bitwise identical; every varied seed changed the models)";
+
 const SEEDED_GROUPS: [&str; 5] = ["init", "data-order", "dropout", "data-refresh", "all"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,6 +195,21 @@ impl AuditReport {
         Some(report)
     }
 
+    /// One line naming the audit: group size, data, models trained and reused.
+    pub fn headline(&self) -> String {
+        format!(
+            "churn-audit {} audit: {} models per group on {} ({} train / {} test), {} distinct models trained, {} reused, config {}",
+            self.tool.version,
+            self.config.control.models,
+            self.dataset.name,
+            self.dataset.n_train,
+            self.dataset.n_test,
+            self.models.len(),
+            self.reused_models,
+            super::short_hash(&self.config_sha256),
+        )
+    }
+
     /// The attribution table.
     pub fn render_table(&self) -> String {
         let mut table = Table::new();
@@ -200,17 +219,7 @@ impl AuditReport {
         for row in self.attribution_rows() {
             table.add_row(row);
         }
-        let mut out = format!(
-            "churn-audit {} audit: {} models per group on {} ({} train / {} test), {} distinct models trained, {} reused, config {}\n{table}\n",
-            self.tool.version,
-            self.config.control.models,
-            self.dataset.name,
-            self.dataset.n_train,
-            self.dataset.n_test,
-            self.models.len(),
-            self.reused_models,
-            super::short_hash(&self.config_sha256),
-        );
+        let mut out = format!("{}\n{table}\n", self.headline());
         if let Some(verdicts) = &self.gate {
             out += &format!("{}\n", super::gate_line(verdicts));
             for check in &verdicts.checks {
@@ -223,7 +232,7 @@ impl AuditReport {
             }
         }
         if self.red_flags.is_empty() {
-            out += "red flags: none (control group bitwise identical; every varied seed changed the models)\n";
+            out += &format!("red flags: {NO_RED_FLAGS}\n");
         } else {
             for flag in &self.red_flags {
                 out += &format!("RED FLAG: {flag}\n");

@@ -1,10 +1,17 @@
 //! The gate's verdicts as JUnit XML, the test-report format CI systems
 //! (GitLab, Jenkins, GitHub test reporters) ingest: one testcase per check.
 
-use super::{xml_escape as escape, Report};
+use super::{xml_escape as escape, DatasetInfo, ToolInfo};
 use crate::gate::{InconclusivePolicy, Outcome, Verdicts};
 
-pub fn render(report: &Report, verdicts: &Verdicts) -> String {
+/// The verdicts on a run or audit report, whose config, test set and tool
+/// version are the suite's properties.
+pub fn render(
+    config_sha256: &str,
+    dataset: &DatasetInfo,
+    tool: &ToolInfo,
+    verdicts: &Verdicts,
+) -> String {
     let tests = verdicts.checks.len();
     let failures = verdicts
         .checks
@@ -20,9 +27,9 @@ pub fn render(report: &Report, verdicts: &Verdicts) -> String {
     );
     out += "    <properties>\n";
     for (name, value) in [
-        ("config_sha256", &report.config_sha256),
-        ("test_sha256", &report.dataset.test_sha256),
-        ("tool_version", &report.tool.version),
+        ("config_sha256", config_sha256),
+        ("test_sha256", &dataset.test_sha256),
+        ("tool_version", &tool.version),
     ] {
         out += &format!(
             "      <property name=\"{name}\" value=\"{}\"/>\n",
