@@ -6,10 +6,15 @@
 //! to which other models: a model is bitwise the same whatever the number
 //! of workers or models, and bitwise the sequential path's with `--threads 1`.
 //!
-//! Scheduling: work is handed out in chunks of steps; a free worker takes
-//! the waiting model with the most steps left (so that no model is left to
-//! finish alone), runs a chunk, and puts it back. Models therefore migrate
-//! between workers, and N = 5 models on 2 workers keep both busy to the end.
+//! Scheduling: work is handed out in chunks of steps. While more models are
+//! unfinished than the workers can share out evenly (2 × workers − 1), a
+//! free worker takes the model furthest along (else builds the next), so
+//! models finish one after another, in about model order, and each is
+//! reported (and stored, with --out) as it finishes: a killed run keeps them.
+//! For the last few, a free worker takes the waiting model with the most
+//! steps left instead (so that no model is left to finish alone): models
+//! then migrate between workers, and N = 5 models on 2 workers keep both
+//! busy to the end.
 //! Models are built as workers need them (so at most a memory budget's worth
 //! of them, and at least one per worker, exist at once), one at a time:
 //! initialisation draws from libtorch's global generator, which nothing else
@@ -55,19 +60,30 @@ enum Place {
     Failed,
 }
 
-/// The group's models and how many are built and not yet finished.
+/// The group's models, how many are built and not yet finished, and how
+/// many are not finished (built or not).
 struct Board {
     places: Vec<Place>,
     alive: usize,
+    unfinished: usize,
 }
 
 /// Memory the models in flight may take (parameters, gradients and
 /// optimiser state); at least one model per worker is always allowed.
 const MODEL_BUDGET_BYTES: usize = 2 << 30;
 
+/// What the calling thread hears while a group trains.
+pub enum Progress<'a> {
+    EpochDone,
+    /// The model at this position of `specs` has finished.
+    Finished(usize, &'a Trained),
+}
+
 /// Trains the models `specs` names (each with its report index) on
-/// `workers` threads; `on_epoch` hears of every finished epoch, on the
-/// calling thread. Results come back in the order of `specs`.
+/// `workers` threads; `on_progress` hears of every finished epoch and model,
+/// on the calling thread, and an error it returns stops the group (models
+/// before the one it was told of still finish). Results come back in the
+/// order of `specs`.
 pub fn train_group(
     specs: &[(usize, ModelSpec)],
     data: &TrainData,
@@ -75,7 +91,7 @@ pub fn train_group(
     config: &TrainConfig,
     workers: usize,
     keep_networks: bool,
-    on_epoch: &mut dyn FnMut(),
+    on_progress: &mut dyn FnMut(Progress) -> Result<()>,
 ) -> Result<Vec<TrainedModel>> {
     let steps = |spec: &ModelSpec| {
         let rows = match spec.refresh_fraction {
@@ -102,6 +118,7 @@ pub fn train_group(
         n_train: data.n_train(),
         chunk,
         max_alive: (MODEL_BUDGET_BYTES / model_bytes.max(1)).max(workers),
+        workers,
         indices: specs.iter().map(|(index, _)| *index).collect(),
         steps: specs.iter().map(|(_, spec)| steps(spec)).collect(),
         keep_networks,
@@ -112,11 +129,12 @@ pub fn train_group(
             .map(|(_, spec)| Place::Pending(spec.clone()))
             .collect(),
         alive: 0,
+        unfinished: specs.len(),
     });
     let init = Mutex::new(());
     let fill = set_fill_uninitialized(false);
     let failure: Mutex<Option<(usize, Error)>> = Mutex::new(None);
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<Note>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -133,8 +151,25 @@ pub fn train_group(
             });
         }
         drop(tx);
-        for () in rx {
-            on_epoch();
+        for note in rx {
+            let heard = match note {
+                Note::EpochDone => on_progress(Progress::EpochDone),
+                Note::Finished(at) => {
+                    let trained =
+                        match &board.lock().expect("no worker panicked holding it").places[at] {
+                            Place::Done(done) => done.result.clone(),
+                            _ => unreachable!("a finished model stays done"),
+                        };
+                    on_progress(Progress::Finished(at, &trained))
+                }
+            };
+            if let Err(error) = heard {
+                let at = match note {
+                    Note::Finished(at) => at,
+                    Note::EpochDone => 0,
+                };
+                fail(&failure, at, error);
+            }
         }
     });
     set_fill_uninitialized(fill);
@@ -161,6 +196,7 @@ struct Setup<'a> {
     n_train: usize,
     chunk: u64,
     max_alive: usize,
+    workers: usize,
     indices: Vec<usize>,
     steps: Vec<u64>,
     /// Whether finished models keep their network (for --save-models).
@@ -171,6 +207,13 @@ struct Tensors {
     train_x: Tensor,
     train_y: Tensor,
     test_x: Tensor,
+}
+
+/// What a worker tells the calling thread.
+#[derive(Clone, Copy)]
+enum Note {
+    EpochDone,
+    Finished(usize),
 }
 
 /// What a worker does next.
@@ -185,7 +228,7 @@ fn worker(
     failure: &Mutex<Option<(usize, Error)>>,
     data: &Tensors,
     setup: &Setup,
-    epoch_done: &mpsc::Sender<()>,
+    notes: &mpsc::Sender<Note>,
 ) {
     loop {
         let task = {
@@ -198,8 +241,6 @@ fn worker(
                 .expect("not poisoned")
                 .as_ref()
                 .map_or(usize::MAX, |(at, _)| *at);
-            // The waiting model with the most steps left, unless a model not
-            // yet built has more (and memory allows another).
             let waiting = board
                 .places
                 .iter()
@@ -207,8 +248,7 @@ fn worker(
                 .filter_map(|(at, place)| match place {
                     Place::Waiting(slot) if at < cutoff => Some((at, slot.steps_left)),
                     _ => None,
-                })
-                .max_by_key(|&(at, left)| (left, std::cmp::Reverse(at)));
+                });
             let pending = (board.alive < setup.max_alive)
                 .then(|| {
                     board
@@ -217,8 +257,19 @@ fn worker(
                         .position(|place| matches!(place, Place::Pending(_)))
                 })
                 .flatten()
-                .filter(|&at| at < cutoff)
-                .filter(|&at| waiting.is_none_or(|(_, left)| setup.steps[at] > left));
+                .filter(|&at| at < cutoff);
+            let (waiting, pending) = if board.unfinished >= 2 * setup.workers {
+                // In order: the waiting model furthest along, else the next.
+                let waiting = waiting.min_by_key(|&(at, left)| (left, at));
+                (waiting, pending.filter(|_| waiting.is_none()))
+            } else {
+                // The last few share the workers: the waiting model with the
+                // most steps left, unless a model not yet built has more.
+                let waiting = waiting.max_by_key(|&(at, left)| (left, std::cmp::Reverse(at)));
+                let pending =
+                    pending.filter(|&at| waiting.is_none_or(|(_, left)| setup.steps[at] > left));
+                (waiting, pending)
+            };
             match (pending, waiting) {
                 (Some(at), _) => {
                     board.alive += 1;
@@ -248,7 +299,7 @@ fn worker(
                 (at, build(at, &spec, setup).map(Box::new))
             }
             Task::Continue(at, mut slot) => {
-                let outcome = run_chunk(&mut slot, data, setup.config, setup.chunk, epoch_done);
+                let outcome = run_chunk(&mut slot, data, setup.config, setup.chunk, notes);
                 (at, outcome.map(|()| slot))
             }
         };
@@ -266,11 +317,18 @@ fn worker(
             }
             Err(error) => fail(failure, at, error),
         };
+        let finished = matches!(place, Place::Done(_));
         let mut board = board.lock().expect("no worker panicked holding it");
         if !matches!(place, Place::Waiting(_)) {
             board.alive -= 1;
+            board.unfinished -= 1;
         }
         board.places[at] = place;
+        drop(board);
+        if finished {
+            // A closed receiver only means nobody listens any more.
+            let _ = notes.send(Note::Finished(at));
+        }
     }
 }
 
@@ -307,7 +365,7 @@ fn run_chunk(
     data: &Tensors,
     config: &TrainConfig,
     chunk: u64,
-    epoch_done: &mpsc::Sender<()>,
+    notes: &mpsc::Sender<Note>,
 ) -> Result<()> {
     for _ in 0..chunk.min(slot.steps_left) {
         let size = config.batch_size.min(slot.n_rows - slot.position);
@@ -331,7 +389,7 @@ fn run_chunk(
             slot.epoch += 1;
             // The progress bar counts epochs; a closed receiver only means
             // nobody listens any more.
-            let _ = epoch_done.send(());
+            let _ = notes.send(Note::EpochDone);
             if slot.steps_left > 0 {
                 let (rows, n_rows) = epoch_rows(&mut slot.order)?;
                 slot.rows = rows;

@@ -17,6 +17,7 @@ use crate::metrics::anchor::analyze_anchor;
 use crate::metrics::churn::mean_pairwise_churn;
 use crate::metrics::stats::summarize_shares;
 use crate::metrics::{predict, Prediction};
+use crate::parallel::Progress;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{
@@ -204,23 +205,34 @@ impl<'a> Session<'a> {
         peers: Vec<Trained>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<usize> {
-        let (trained, peers) = match self.store {
-            Some(dir) => {
-                let artifact = Artifact {
-                    key: key.clone(),
-                    model: self.config.resolve(spec),
-                    origin: self.origin.clone(),
-                    accuracy: model.accuracy,
-                    trained,
-                    peers,
-                };
-                dir.save(&artifact)?;
-                (artifact.trained, artifact.peers)
-            }
-            None => (trained, peers),
-        };
+        let (trained, peers) = self.store_artifact(&key, spec, &model, trained, peers)?;
         on_event(Event::ModelDone(&model));
         Ok(self.add(key, spec, model, trained, peers))
+    }
+
+    /// Writes model `key`'s artifact where there is a run directory, and
+    /// hands its results back.
+    fn store_artifact(
+        &self,
+        key: &str,
+        spec: &ModelSpec,
+        model: &ModelReport,
+        trained: Trained,
+        peers: Vec<Trained>,
+    ) -> Result<(Trained, Vec<Trained>)> {
+        let Some(dir) = self.store else {
+            return Ok((trained, peers));
+        };
+        let artifact = Artifact {
+            key: key.to_owned(),
+            model: self.config.resolve(spec),
+            origin: self.origin.clone(),
+            accuracy: model.accuracy,
+            trained,
+            peers,
+        };
+        dir.save(&artifact)?;
+        Ok((artifact.trained, artifact.peers))
     }
 
     /// The indices of a group's models, training those that are new: side
@@ -265,10 +277,23 @@ impl<'a> Session<'a> {
                 fresh.push((position, spec.clone()));
             }
         }
+        // The index each new model will have in the report: models join it
+        // in group order, a key seen before joining once.
+        let mut next = self.models.len();
+        let mut indices = HashMap::new();
+        for key in &keys {
+            if !self.by_key.contains_key(key) && !indices.contains_key(key) {
+                indices.insert(key.clone(), next);
+                next += 1;
+            }
+        }
         let mut trained: Vec<Option<TrainedModel>> = if fresh.is_empty() {
             Vec::new()
         } else {
             let started = Instant::now();
+            // Each model is stored and reported as it finishes, so a run
+            // killed later keeps it; it joins the report at the end.
+            let session = &*self;
             let trained = parallel::train_group(
                 &fresh,
                 tensors,
@@ -276,7 +301,31 @@ impl<'a> Session<'a> {
                 &self.config.train,
                 self.config.threads,
                 self.save_models.is_some(),
-                &mut || on_event(Event::EpochDone),
+                &mut |progress| {
+                    match progress {
+                        Progress::EpochDone => on_event(Event::EpochDone),
+                        Progress::Finished(slot, trained) => {
+                            let (position, spec) = &fresh[slot];
+                            let key = &keys[*position];
+                            let model = ModelReport::new(
+                                indices[key],
+                                key.clone(),
+                                spec,
+                                trained,
+                                &session.dataset,
+                            );
+                            session.store_artifact(
+                                key,
+                                spec,
+                                &model,
+                                trained.clone(),
+                                Vec::new(),
+                            )?;
+                            on_event(Event::ModelDone(&model));
+                        }
+                    }
+                    Ok(())
+                },
             )?;
             self.train_seconds += started.elapsed().as_secs_f64();
             self.workers = self.workers.max(self.config.threads.min(fresh.len()));
@@ -301,9 +350,10 @@ impl<'a> Session<'a> {
                             &self.dataset,
                         )?;
                     }
+                    debug_assert_eq!(index, indices[key]);
                     let model =
                         ModelReport::new(index, key.clone(), spec, &done.result, &self.dataset);
-                    self.keep(key.clone(), spec, model, done.result, Vec::new(), on_event)?
+                    self.add(key.clone(), spec, model, done.result, Vec::new())
                 }
                 // Not through `obtain`: this process already holds the lock.
                 None => match self.by_key.get(key) {

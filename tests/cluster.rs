@@ -109,41 +109,45 @@ fn path_arg(path: &Path) -> &str {
 
 #[test]
 fn killed_mid_training_a_run_resumes_to_the_uninterrupted_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    // Slow enough that the kill lands while a later model trains; one model
-    // after another, so that some are stored and some are not.
-    let args = [
-        "--seeds",
-        "3",
-        "--epochs",
-        "60",
-        "--execution",
-        "sequential",
-        "--out",
-        path_arg(&out),
-    ];
-    let mut child = churn_audit()
-        .args(["run", "--threads", "1", "--quiet"])
-        .args(args)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while artifacts(&out).is_empty() {
-        assert!(Instant::now() < deadline, "no artifact after 120 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let kept = artifacts(&out);
-    assert!(!kept.is_empty() && kept.len() < 3, "{kept:?}");
-    assert!(kept.iter().all(|path| intact(path)));
+    // Models side by side are stored as each finishes too, not at the group's end.
+    for (execution, threads) in [("sequential", "1"), ("parallel", "1"), ("parallel", "2")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        // Slow enough that the kill lands while a later model trains.
+        let args = [
+            "--seeds",
+            "5",
+            "--epochs",
+            "60",
+            "--execution",
+            execution,
+            "--threads",
+            threads,
+            "--out",
+            path_arg(&out),
+        ];
+        let mut child = churn_audit()
+            .args(["run", "--quiet"])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while artifacts(&out).is_empty() {
+            assert!(Instant::now() < deadline, "no artifact after 120 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let kept = artifacts(&out);
+        assert!(!kept.is_empty() && kept.len() < 5, "{execution}: {kept:?}");
+        assert!(kept.iter().all(|path| intact(path)));
 
-    let resumed = run(&args);
-    assert_eq!(artifacts(&out).len(), 3);
-    let uninterrupted = run(&args[..6]);
-    assert_eq!(resumed, uninterrupted);
+        let resumed = run(&args);
+        assert_eq!(artifacts(&out).len(), 5);
+        let uninterrupted = run(&args[..8]);
+        assert_eq!(resumed, uninterrupted, "{execution} on {threads} threads");
+    }
 }
 
 #[test]

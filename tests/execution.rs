@@ -226,3 +226,36 @@ fn out_of_memory_is_one_error_line() {
         );
     }
 }
+
+#[test]
+fn side_by_side_models_finish_one_after_another_until_the_last_few() {
+    use churn_audit::cli::{Cli, Command};
+    use churn_audit::config::RunConfig;
+    use churn_audit::parallel::{train_group, Progress};
+    use churn_audit::train::TrainData;
+    use clap::Parser;
+
+    let Command::Run(args) =
+        Cli::parse_from(["churn-audit", "run", "--seeds", "4", "--epochs", "3"]).command
+    else {
+        unreachable!()
+    };
+    let config = RunConfig::from_args(&args).unwrap();
+    let prepared = churn_audit::data::load(&config.data).unwrap();
+    let tensors = TrainData::new(&prepared.split, tch::Device::Cpu).unwrap();
+    let specs: Vec<_> = (0..4)
+        .map(|i| (i, config.model_spec(&config.vary, i, i)))
+        .collect();
+    // One worker: each model finishes (and would be stored) before the next
+    // starts, so a run killed midway keeps the finished ones.
+    let mut heard = String::new();
+    train_group(&specs, &tensors, &config.model, &config.train, 1, false, &mut |progress| {
+        heard.push(match progress {
+            Progress::EpochDone => 'e',
+            Progress::Finished(at, _) => char::from(b'0' + at as u8),
+        });
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(heard, "eee0eee1eee2eee3");
+}
