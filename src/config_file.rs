@@ -58,7 +58,7 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
             }
             return Err(failed(
                 key.clone(),
-                "not an option of run or gate".to_owned(),
+                "not an option of any churn-audit command".to_owned(),
             ));
         };
         let flag = OsString::from(format!("--{key}"));

@@ -106,14 +106,21 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
         }
         _ => {}
     }
-    // clap's first paragraph names the flag and the problem; the rest is usage noise.
+    // clap's first paragraph names the flag and the problem, and a tip
+    // suggests the flag a typo meant; the rest is usage noise.
     let rendered = err.render().to_string();
     let first: Vec<&str> = rendered
         .lines()
         .take_while(|line| !line.trim().is_empty())
         .map(str::trim)
         .collect();
-    eprintln!("{}{context}", first.join(" "));
+    let tips: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("tip: a similar"))
+        .collect();
+    let tips: String = tips.iter().map(|tip| format!(" ({tip})")).collect();
+    eprintln!("{}{tips}{context}", first.join(" "));
     ExitCode::from(2)
 }
 

@@ -222,6 +222,10 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         "error: unexpected argument '--bogus' found",
     );
     refused(
+        &["run", "--seed", "5"],
+        "error: unexpected argument '--seed' found (tip: a similar argument exists: '--seeds')",
+    );
+    refused(
         &["run", "--dropout", "1.5"],
         "error: invalid value '1.5' for '--dropout <P>': must be in [0, 1), got 1.5",
     );

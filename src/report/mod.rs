@@ -163,13 +163,15 @@ impl Execution {
     /// How the models ran, for headers: "2 threads" (sequential), "parallel
     /// on 2 threads", or both for a mixed audit.
     pub fn threads_phrase(&self) -> String {
+        let threads = |n: usize| format!("{n} thread{}", if n == 1 { "" } else { "s" });
         match self.mode.as_str() {
-            "parallel" => format!("parallel on {} threads", self.workers),
+            "parallel" => format!("parallel on {}", threads(self.workers)),
             "mixed" => format!(
-                "{} threads, parallel on {}",
-                self.intra_op_threads, self.workers
+                "{}, parallel on {}",
+                threads(self.intra_op_threads),
+                self.workers
             ),
-            _ => format!("{} threads", self.intra_op_threads),
+            _ => threads(self.intra_op_threads),
         }
     }
 }
