@@ -2,6 +2,8 @@
 //! someone watches a terminal, one line per finished model where stderr is a
 //! log (CI), nothing with --quiet.
 
+use std::cell::Cell;
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::pipeline::Event;
@@ -34,6 +36,9 @@ pub struct Progress {
     total: usize,
     epochs: usize,
     bar: Option<ProgressBar>,
+    /// Models finished so far: models side by side finish in any order, so
+    /// a model's index does not count them.
+    done: Cell<usize>,
 }
 
 impl Progress {
@@ -55,6 +60,7 @@ impl Progress {
             total,
             epochs,
             bar,
+            done: Cell::new(0),
         }
     }
 
@@ -78,6 +84,7 @@ impl Progress {
     }
 
     fn model_done(&self, model: &ModelReport, how: &str) {
+        self.done.set(self.done.get() + 1);
         match (&self.bar, self.mode) {
             (Some(bar), _) => {
                 // Short enough for an 80-column terminal: a wrapped bar redraws badly.
@@ -88,7 +95,7 @@ impl Progress {
                 model.index,
                 model.accuracy * 100.0,
                 model.train_seconds,
-                model.index + 1,
+                self.done.get(),
                 self.total,
             ),
             (None, _) => {}

@@ -118,7 +118,10 @@ fn gate_takes_the_checks_and_skips_the_training_options() {
 fn a_bad_file_is_an_input_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("sedes = 3\n", "sedes: not an option of any churn-audit command"),
+        (
+            "sedes = 3\n",
+            "sedes: not an option of any churn-audit command",
+        ),
         (
             "seeds = [\"three\", {}]\n",
             "seeds: list items must be numbers or strings",

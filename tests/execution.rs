@@ -249,13 +249,21 @@ fn side_by_side_models_finish_one_after_another_until_the_last_few() {
     // One worker: each model finishes (and would be stored) before the next
     // starts, so a run killed midway keeps the finished ones.
     let mut heard = String::new();
-    train_group(&specs, &tensors, &config.model, &config.train, 1, false, &mut |progress| {
-        heard.push(match progress {
-            Progress::EpochDone => 'e',
-            Progress::Finished(at, _) => char::from(b'0' + at as u8),
-        });
-        Ok(())
-    })
+    train_group(
+        &specs,
+        &tensors,
+        &config.model,
+        &config.train,
+        1,
+        false,
+        &mut |progress| {
+            heard.push(match progress {
+                Progress::EpochDone => 'e',
+                Progress::Finished(at, _) => char::from(b'0' + at as u8),
+            });
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!(heard, "eee0eee1eee2eee3");
 }

@@ -41,3 +41,21 @@ fn one_line_per_model_when_stderr_is_a_log() {
     }
     assert_eq!(stderr_of(&["--quiet"]), "");
 }
+
+#[test]
+fn lines_count_finished_models_whatever_order_they_finish_in() {
+    let stderr = stderr_of(&["--seeds", "6", "--threads", "3", "--epochs", "4"]);
+    let mut indices: Vec<usize> = Vec::new();
+    for (k, line) in stderr.lines().enumerate() {
+        assert!(
+            line.ends_with(&format!(" s ({}/6 trained)", k + 1)),
+            "{stderr}"
+        );
+        let index = line["model ".len()..line.find(':').unwrap()]
+            .parse()
+            .unwrap();
+        indices.push(index);
+    }
+    indices.sort();
+    assert_eq!(indices, [0, 1, 2, 3, 4, 5], "{stderr}");
+}
