@@ -73,7 +73,7 @@ struct Board {
 const MODEL_BUDGET_BYTES: usize = 2 << 30;
 
 /// What the calling thread hears while a group trains.
-pub enum Progress<'a> {
+pub enum GroupEvent<'a> {
     EpochDone,
     /// The model at this position of `specs` has finished.
     Finished(usize, &'a Trained),
@@ -91,7 +91,7 @@ pub fn train_group(
     config: &TrainConfig,
     workers: usize,
     keep_networks: bool,
-    on_progress: &mut dyn FnMut(Progress) -> Result<()>,
+    on_progress: &mut dyn FnMut(GroupEvent) -> Result<()>,
 ) -> Result<Vec<TrainedModel>> {
     let steps = |spec: &ModelSpec| {
         let rows = match spec.refresh_fraction {
@@ -153,14 +153,14 @@ pub fn train_group(
         drop(tx);
         for note in rx {
             let heard = match note {
-                Note::EpochDone => on_progress(Progress::EpochDone),
+                Note::EpochDone => on_progress(GroupEvent::EpochDone),
                 Note::Finished(at) => {
                     let trained =
                         match &board.lock().expect("no worker panicked holding it").places[at] {
                             Place::Done(done) => done.result.clone(),
                             _ => unreachable!("a finished model stays done"),
                         };
-                    on_progress(Progress::Finished(at, &trained))
+                    on_progress(GroupEvent::Finished(at, &trained))
                 }
             };
             if let Err(error) = heard {

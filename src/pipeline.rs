@@ -17,7 +17,7 @@ use crate::metrics::anchor::analyze_anchor;
 use crate::metrics::churn::mean_pairwise_churn;
 use crate::metrics::stats::summarize_shares;
 use crate::metrics::{predict, Prediction};
-use crate::parallel::Progress;
+use crate::parallel::GroupEvent;
 use crate::randomness::{derive_seed, Source, BOOTSTRAP_STREAM};
 use crate::report::audit::{AuditReport, GroupReport};
 use crate::report::{
@@ -303,8 +303,8 @@ impl<'a> Session<'a> {
                 self.save_models.is_some(),
                 &mut |progress| {
                     match progress {
-                        Progress::EpochDone => on_event(Event::EpochDone),
-                        Progress::Finished(slot, trained) => {
+                        GroupEvent::EpochDone => on_event(Event::EpochDone),
+                        GroupEvent::Finished(slot, trained) => {
                             let (position, spec) = &fresh[slot];
                             let key = &keys[*position];
                             let model = ModelReport::new(

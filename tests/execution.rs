@@ -231,7 +231,7 @@ fn out_of_memory_is_one_error_line() {
 fn side_by_side_models_finish_one_after_another_until_the_last_few() {
     use churn_audit::cli::{Cli, Command};
     use churn_audit::config::RunConfig;
-    use churn_audit::parallel::{train_group, Progress};
+    use churn_audit::parallel::{train_group, GroupEvent};
     use churn_audit::train::TrainData;
     use clap::Parser;
 
@@ -258,8 +258,8 @@ fn side_by_side_models_finish_one_after_another_until_the_last_few() {
         false,
         &mut |progress| {
             heard.push(match progress {
-                Progress::EpochDone => 'e',
-                Progress::Finished(at, _) => char::from(b'0' + at as u8),
+                GroupEvent::EpochDone => 'e',
+                GroupEvent::Finished(at, _) => char::from(b'0' + at as u8),
             });
             Ok(())
         },
