@@ -14,9 +14,9 @@
 //! (`output::replace`): a crash leaves the old file or the new one, never a mix.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +27,7 @@ use crate::config::{ResolvedModel, RunConfig};
 use crate::data::hex;
 use crate::error::{Error, Result};
 use crate::output::{replace, temporary_sibling};
+use crate::regular_file::{describe, read_regular, ReadError};
 use crate::report::{short_hash, DatasetInfo, ToolInfo};
 use crate::train::{logits_sha256, Mitigation, ModelSpec, Trained};
 
@@ -125,6 +126,34 @@ pub struct PlannedModel {
     pub index: usize,
     pub key: String,
     pub spec: ModelSpec,
+}
+
+/// What a run directory's plan held before `write_plan` replaced it.
+#[derive(Debug, PartialEq)]
+pub enum ReplacedPlan {
+    /// Another config's models; the old plan's config_sha256.
+    OtherConfig(String),
+    /// The same config's models trained another way, so under other keys
+    /// (`plan` trains each alone on --threads threads, a parallel `run` each
+    /// on one thread).
+    OtherModels,
+}
+
+impl ReplacedPlan {
+    fn between(old: &serde_json::Value, new: &Plan) -> Option<Self> {
+        let config = old.get("config_sha256")?.as_str()?;
+        if config != new.config_sha256 {
+            return Some(ReplacedPlan::OtherConfig(config.to_owned()));
+        }
+        let old_keys: Vec<&str> = old
+            .get("models")?
+            .as_array()?
+            .iter()
+            .filter_map(|model| model.get("key")?.as_str())
+            .collect();
+        let new_keys: Vec<&str> = new.models.iter().map(|model| model.key.as_str()).collect();
+        (old_keys != new_keys).then_some(ReplacedPlan::OtherModels)
+    }
 }
 
 impl Plan {
@@ -310,16 +339,15 @@ impl RunDir {
         self.root.join(PLAN_FILE)
     }
 
-    /// Writes `plan`, returning the config_sha256 of the plan it replaced
-    /// when that was another config's: array tasks still running on the old
-    /// plan would now train this one's models, which the caller should say.
-    pub fn write_plan(&self, plan: &Plan) -> Result<Option<String>> {
+    /// Writes `plan`, returning what it replaced when that planned other
+    /// models: array tasks still running on the old plan would now train this
+    /// one's, which the caller should say.
+    pub fn write_plan(&self, plan: &Plan) -> Result<Option<ReplacedPlan>> {
         let path = self.plan_path();
         let previous = read_regular(&path, MAX_PLAN_BYTES)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .and_then(|old| old.get("config_sha256")?.as_str().map(str::to_owned))
-            .filter(|old| *old != plan.config_sha256);
+            .and_then(|old| ReplacedPlan::between(&old, plan));
         let json = serde_json::to_string_pretty(plan).expect("plans always serialise");
         replace(&path, json.as_bytes()).map_err(|source| Error::Output {
             path: path.clone(),
@@ -592,70 +620,6 @@ impl Shape {
             .saturating_mul(8)
             .saturating_mul(2)
             .saturating_add(ARTIFACT_SLACK_BYTES)
-    }
-}
-
-enum ReadError {
-    Missing,
-    /// Not a regular file, too large, or unreadable: why.
-    Refused(String),
-}
-
-/// The bytes of `path`, a regular file (after following links) of at most
-/// `limit` bytes. Anything else is refused without reading it: a FIFO would
-/// block, a device (a link to /dev/zero) would never end.
-fn read_regular(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, ReadError> {
-    let refused = |err: std::io::Error| match err.kind() {
-        ErrorKind::NotFound => ReadError::Missing,
-        _ => ReadError::Refused(format!("cannot read it: {err}")),
-    };
-    // Non-blocking, so that opening a FIFO returns at once; the type is
-    // checked on the open file, so nothing can be swapped in between.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(refused)?;
-    let meta = file.metadata().map_err(refused)?;
-    if !meta.is_file() {
-        return Err(ReadError::Refused(format!(
-            "not a regular file ({})",
-            describe(meta.file_type())
-        )));
-    }
-    if meta.len() > limit {
-        return Err(ReadError::Refused(format!(
-            "{} bytes, more than the {limit} it can hold",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // Capped too: a file that grows while read.
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(refused)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadError::Refused(format!(
-            "more than the {limit} bytes it can hold"
-        )));
-    }
-    Ok(bytes)
-}
-
-/// What a file that is not a regular one is, for messages.
-fn describe(kind: fs::FileType) -> &'static str {
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
     }
 }
 

@@ -14,6 +14,10 @@ use clap::{ArgAction, CommandFactory};
 
 use crate::cli::Cli;
 use crate::error::{Error, Result};
+use crate::regular_file::read_regular_text;
+
+/// A config file holds a few dozen flags.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Flags for `subcommand` from the file at `path`.
 pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
@@ -23,8 +27,8 @@ pub fn flags(path: &Path, subcommand: &str) -> Result<Vec<OsString>> {
         location,
         message,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| Error::usage("--config", format!("cannot read {name}: {err}")))?;
+    let text = read_regular_text(path, MAX_CONFIG_BYTES)
+        .map_err(|why| Error::usage("--config", format!("{name}: {why}")))?;
     let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
         let before = text
             .get(..err.span().map_or(0, |span| span.start))

@@ -24,6 +24,7 @@ pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod randomness;
+pub mod regular_file;
 pub mod report;
 pub mod saved_model;
 pub mod train;

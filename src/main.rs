@@ -1,5 +1,6 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -11,6 +12,7 @@ use churn_audit::cli::{
     ReportArgs, RunArgs, TrainArgs,
 };
 use churn_audit::config::{AuditConfig, RunConfig};
+use churn_audit::data::source::DataSource;
 use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
 use churn_audit::pipeline::Event;
@@ -130,7 +132,7 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = RunConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
-    refuse_outputs_over_inputs(&outputs, &args.common, store.as_ref())?;
+    refuse_outputs_over_inputs(&outputs, &args.common, &args.checks, store.as_ref())?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
     let files = model_files(&args.common);
     let report = pipeline::run(config, &files, store.as_ref(), &mut |event| {
@@ -154,7 +156,7 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     let baseline = load_baseline(&args.checks)?;
     let config = AuditConfig::from_args(args)?;
     let store = run_dir(&args.common)?;
-    refuse_outputs_over_inputs(&outputs, &args.common, store.as_ref())?;
+    refuse_outputs_over_inputs(&outputs, &args.common, &args.checks, store.as_ref())?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
     let files = model_files(&args.common);
@@ -170,20 +172,45 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
     Ok(verdict(report.gate.as_ref()))
 }
 
-/// Reports must not replace what the run keeps: its run directory's plan,
-/// artifacts and locks, or the models it saves.
+/// Reports must not replace what the run reads or keeps: its data, config,
+/// anchor and baseline, its run directory's plan, artifacts and locks, or the
+/// models it saves (or that its anchor is among).
 fn refuse_outputs_over_inputs(
     outputs: &Outputs,
     args: &CommonArgs,
+    checks: &GateArgs,
     store: Option<&RunDir>,
 ) -> Result<(), Error> {
+    let data = match &args.data {
+        DataSource::Csv { path } | DataSource::Libsvm { path } => Some(path.as_path()),
+        _ => None,
+    };
+    outputs.refuse_over_inputs(&named_files(&[
+        ("--data", data),
+        ("--test", args.test.as_deref()),
+        ("--config", args.config.as_deref()),
+        ("--anchor", args.anchor.as_deref()),
+        ("--baseline", checks.baseline.as_deref()),
+    ]))?;
     if let Some(store) = store {
         outputs.refuse_inside(store.root())?;
     }
     if let Some(dir) = &args.save_models {
         outputs.refuse_among_saved_models(dir)?;
     }
+    if let Some(anchor) = &args.anchor {
+        let dir = anchor.parent().filter(|dir| !dir.as_os_str().is_empty());
+        outputs.refuse_among_saved_models(dir.unwrap_or(Path::new(".")))?;
+    }
     Ok(())
+}
+
+/// The files given, each with the flag that named it.
+fn named_files<'a>(files: &[(&'static str, Option<&'a Path>)]) -> Vec<(&'static str, &'a Path)> {
+    files
+        .iter()
+        .filter_map(|&(flag, path)| Some((flag, path?)))
+        .collect()
 }
 
 /// The --out run directory, checked writable before any training.
@@ -280,6 +307,10 @@ fn report(args: &ReportArgs) -> Result<bool, Error> {
     let judge_completeness = args.checks.any() || args.output.junit.is_some();
     let outputs = prepare(&args.output, judge_completeness)?;
     let baseline = load_baseline(&args.checks)?;
+    outputs.refuse_over_inputs(&named_files(&[
+        ("--anchor", args.anchor.as_deref()),
+        ("--baseline", args.checks.baseline.as_deref()),
+    ]))?;
     outputs.refuse_inside(&args.dir)?;
     let dir = RunDir::at(&args.dir);
     let plan = dir.read_plan()?;
@@ -310,6 +341,11 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
         ));
     }
     let outputs = prepare(&args.output, args.checks.any())?;
+    outputs.refuse_over_inputs(&named_files(&[
+        ("report", Some(args.report.as_path())),
+        ("--config", args.config.as_deref()),
+        ("--baseline", args.checks.baseline.as_deref()),
+    ]))?;
     let report = json::load(&args.report)?;
     let baseline = load_baseline(&args.checks)?;
     finish(report, &args.checks, baseline.as_ref(), &outputs)

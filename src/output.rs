@@ -118,6 +118,30 @@ impl Outputs {
         })
     }
 
+    /// Refuses outputs that would replace a file this command reads (its
+    /// data, --config, --anchor, a report or --baseline), each given with the
+    /// flag that named it: the report would destroy what it was made from.
+    pub fn refuse_over_inputs(&self, inputs: &[(&str, &Path)]) -> Result<()> {
+        for (input_flag, input) in inputs {
+            let Ok(input) = fs::canonicalize(input) else {
+                continue;
+            };
+            for (flag, path) in self.files() {
+                let Some(path) = path else { continue };
+                if landing_place(path).as_ref() == Some(&input) {
+                    return Err(Error::usage(
+                        flag,
+                        format!(
+                            "{} would replace the {input_flag} file this command reads; write reports elsewhere",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn refuse_landing(
         &self,
         dir: &Path,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Instant;
 
-use crate::artifacts::{Artifact, Origin, Plan, RunDir, Unusable};
+use crate::artifacts::{Artifact, Origin, Plan, ReplacedPlan, RunDir, Unusable};
 use crate::cli::ExecutionChoice;
 use crate::config::{AuditConfig, RunConfig};
 use crate::data::{self, Dataset};
@@ -37,9 +37,9 @@ pub enum Event<'a> {
     ModelDone(&'a ModelReport),
     /// A model read from its artifact instead of trained.
     ModelReused(&'a ModelReport),
-    /// The run directory's plan, of the config with this sha256, was
-    /// replaced by this run's.
-    PlanReplaced(&'a str),
+    /// The run directory's plan, which planned other models, was replaced
+    /// by this run's.
+    PlanReplaced(&'a ReplacedPlan),
 }
 
 /// Inter-op parallelism is pinned to one thread: the models are small, and a
@@ -745,6 +745,13 @@ pub fn train_planned(
     index: usize,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
+    if matches!(plan.config.train.mitigation, Mitigation::Anchor { .. }) {
+        // `run --out` writes such a plan; a task has no --anchor to distil toward.
+        return Err(Error::RunDir {
+            path: dir.root().join("plan.json"),
+            message: "its models distil toward an anchor, which `train` does not load; resume it with the `churn-audit run ... --anchor PATH --out DIR` that wrote it".into(),
+        });
+    }
     let files = ModelFiles::default();
     let (mut session, tensors) = Session::open(plan.config.clone(), &files, Some(dir))?;
     plan.require(

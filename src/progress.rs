@@ -6,6 +6,7 @@ use std::cell::Cell;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::artifacts::ReplacedPlan;
 use crate::pipeline::Event;
 use crate::report::ModelReport;
 
@@ -111,10 +112,16 @@ impl Progress {
 }
 
 /// The warning for a run directory whose plan, of another config, was replaced.
-pub fn plan_replaced(previous: &str) -> String {
+pub fn plan_replaced(previous: &ReplacedPlan) -> String {
+    let was = match previous {
+        ReplacedPlan::OtherConfig(config) => format!(
+            "another config's (config_sha256 {})",
+            crate::report::short_hash(config)
+        ),
+        ReplacedPlan::OtherModels => "this config's models trained another way (`plan` trains each alone on --threads threads, a parallel `run` each on one thread), under other keys".into(),
+    };
     format!(
-        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this one's, and array tasks still working from the old plan will train this config's models",
-        crate::report::short_hash(previous)
+        "note: the run directory's plan.json was {was}; it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models"
     )
 }
 

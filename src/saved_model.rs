@@ -19,6 +19,7 @@ use crate::config::RunConfig;
 use crate::data::hex;
 use crate::error::{torch_message, Error, Result};
 use crate::output::write_file;
+use crate::regular_file::read_regular_text;
 use crate::report::{short_hash, DatasetInfo, ToolInfo};
 use crate::train::{ModelSpec, Network, TrainData, TrainedModel};
 
@@ -295,8 +296,11 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
     } else {
         String::new()
     };
-    let text = read_regular(&sidecar_path, limit)
-        .map_err(|why| refuse(format!("{sidecar_named}{why}")))?;
+    let text = read_regular_text(&sidecar_path, limit)
+        .map_err(|why| match weights_given {
+            true => refuse(format!("its sidecar {}: {why}", sidecar_path.display())),
+            false => refuse(why),
+        })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|err| refuse(format!("{sidecar_named}is not valid JSON: {err}")))?;
     let format = value
@@ -386,23 +390,6 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
         train_probabilities: train,
         test_probabilities: test,
     })
-}
-
-/// A regular file's text; anything else (a directory, a FIFO that would
-/// block) is refused.
-fn read_regular(path: &Path, limit: u64) -> std::result::Result<String, String> {
-    let cannot = |err: std::io::Error| format!("cannot read: {err}");
-    let metadata = std::fs::metadata(path).map_err(cannot)?;
-    if !metadata.is_file() {
-        return Err("is not a regular file".into());
-    }
-    if metadata.len() > limit {
-        return Err(format!(
-            "holds {} bytes, more than a saved model or predictions file of this data can ({limit})",
-            metadata.len()
-        ));
-    }
-    std::fs::read_to_string(path).map_err(cannot)
 }
 
 /// The weights a sidecar names: a bare file name in the sidecar's own

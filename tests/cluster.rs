@@ -702,6 +702,21 @@ fn report_measures_against_the_runs_anchor_and_never_writes_into_the_directory()
         )
     );
     assert_eq!(std::fs::read(&plan).unwrap(), before);
+
+    // A task has no --anchor to distil toward, even for a model not yet stored.
+    for artifact in artifacts(&out) {
+        std::fs::remove_file(artifact).unwrap();
+    }
+    let task = output(&["train", "--out", path_arg(&out), "--index", "0"]);
+    assert_eq!(task.status.code(), Some(2));
+    assert_eq!(
+        stderr(&task),
+        format!(
+            "error: {}: its models distil toward an anchor, which `train` does not load; resume it with the `churn-audit run ... --anchor PATH --out DIR` that wrote it\n",
+            plan.display()
+        )
+    );
+    assert!(artifacts(&out).is_empty());
 }
 
 /// `output` of a command that must finish within a minute: a regression
@@ -1202,7 +1217,7 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
     let first: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     let note = format!(
-        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this one's, and array tasks still working from the old plan will train this config's models\n",
+        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models\n",
         &first["config_sha256"].as_str().unwrap()[..12]
     );
     assert_eq!(plan("3"), note);
@@ -1215,6 +1230,16 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
             &first["config_sha256"].as_str().unwrap()[..12],
             &second["config_sha256"].as_str().unwrap()[..12]
         )
+    );
+
+    // On two threads `plan` trains each model alone on both, a parallel
+    // `run` each on one: the same config, other models.
+    let two_threads = ["--epochs", "3", "--threads", "2", "--seeds", "2", "-q", "--out"];
+    succeeds(&[&["plan"], &two_threads[..], &[path_arg(&out)]].concat());
+    let replaced = succeeds(&[&["run"], &two_threads[..], &[path_arg(&out)]].concat());
+    assert_eq!(
+        stderr(&replaced),
+        "note: the run directory's plan.json was this config's models trained another way (`plan` trains each alone on --threads threads, a parallel `run` each on one thread), under other keys; it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models\n"
     );
 }
 

@@ -161,6 +161,6 @@ fn a_bad_file_is_an_input_error_naming_it() {
     assert_eq!(code, Some(2));
     assert_eq!(
         stderr,
-        "error: --config: cannot read missing.toml: No such file or directory (os error 2)\n"
+        "error: --config: missing.toml: cannot read it: No such file or directory (os error 2)\n"
     );
 }

@@ -170,11 +170,11 @@ fn unusable_inputs_exit_2_naming_the_file() {
             "--max-churn",
             "0.02",
         ],
-        "error: fixtures/reports/missing.json: cannot read: No such file or directory (os error 2)",
+        "error: fixtures/reports/missing.json: cannot read it: No such file or directory (os error 2)",
     );
     refused(
         &["gate", "fixtures/digits.csv.gz", "--max-churn", "0.02"],
-        "error: fixtures/digits.csv.gz: cannot read: stream did not contain valid UTF-8",
+        "error: fixtures/digits.csv.gz: cannot read it: stream did not contain valid UTF-8",
     );
     refused(
         &["gate", CURRENT],
@@ -473,5 +473,59 @@ fn outputs_need_their_own_files_and_stdout_one_format() {
     refused(
         &["gate", CURRENT, "--max-churn", "-0.1"],
         "error: invalid value '-0.1' for '--max-churn <X>': must be a fraction in [0, 1] (0.02 means 2%), got -0.1",
+    );
+}
+
+#[test]
+fn outputs_never_replace_the_reports_they_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, baseline) = (dir.path().join("now.json"), dir.path().join("before.json"));
+    std::fs::copy(Path::new(ROOT).join(CURRENT), &report).unwrap();
+    std::fs::copy(Path::new(ROOT).join(BASELINE), &baseline).unwrap();
+    let (report_arg, baseline_arg) = (report.to_str().unwrap(), baseline.to_str().unwrap());
+    let link = dir.path().join("link.xml");
+    std::os::unix::fs::symlink(&baseline, &link).unwrap();
+    refused(
+        &["gate", report_arg, "--max-churn", "0.5", "--junit", report_arg],
+        &format!("error: --junit: {report_arg} would replace the report file this command reads; write reports elsewhere"),
+    );
+    refused(
+        &[
+            "gate", report_arg, "--baseline", baseline_arg, "--max-churn-increase", "0.01",
+            "--html", link.to_str().unwrap(),
+        ],
+        &format!(
+            "error: --html: {} would replace the --baseline file this command reads; write reports elsewhere",
+            link.display()
+        ),
+    );
+    assert_eq!(
+        std::fs::read(&report).unwrap(),
+        std::fs::read(Path::new(ROOT).join(CURRENT)).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&baseline).unwrap(),
+        std::fs::read(Path::new(ROOT).join(BASELINE)).unwrap()
+    );
+}
+
+#[test]
+fn a_device_or_fifo_is_refused_as_a_report_or_config_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.json");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    refused(
+        &["gate", "/dev/zero", "--max-churn", "0.5"],
+        "error: /dev/zero: not a regular file (a character device)",
+    );
+    refused(
+        &["compare", CURRENT, fifo],
+        &format!("error: {fifo}: not a regular file (a FIFO)"),
+    );
+    refused(
+        &["run", "--config", "/dev/zero"],
+        "error: --config: /dev/zero: not a regular file (a character device)",
     );
 }

@@ -392,6 +392,48 @@ fn saving_never_replaces_saved_models() {
 }
 
 #[test]
+fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    std::fs::create_dir(&release).unwrap();
+    let (sidecar, weights) = (release.join("model-0.json"), release.join("model-0.safetensors"));
+    let (production, data) = (dir.path().join("production.json"), dir.path().join("rows.csv"));
+    for (path, text) in [(&sidecar, "{}"), (&weights, "w"), (&production, "{}"), (&data, "a,b\n")] {
+        std::fs::write(path, text).unwrap();
+    }
+    fn arg(path: &std::path::Path) -> &str {
+        path.to_str().unwrap()
+    }
+    let data_source = format!("csv:{}", arg(&data));
+    let refusals = [
+        (
+            vec!["--anchor", arg(&production), "--json", arg(&production)],
+            format!("--json: {} would replace the --anchor file this command reads", production.display()),
+        ),
+        (
+            vec!["--anchor", arg(&sidecar), "--html", arg(&weights)],
+            format!(
+                "--html: {} would replace a saved model's file in {}",
+                weights.display(),
+                release.canonicalize().unwrap().display()
+            ),
+        ),
+        (
+            vec!["--data", &data_source, "--markdown", arg(&data)],
+            format!("--markdown: {} would replace the --data file this command reads", data.display()),
+        ),
+    ];
+    for (flags, message) in refusals {
+        let output = churn_audit(&[FAST, &flags[..]].concat());
+        assert_eq!(output.status.code(), Some(2), "{flags:?}");
+        assert_eq!(stderr(&output), format!("error: {message}; write reports elsewhere\n"));
+    }
+    assert_eq!(std::fs::read_to_string(&production).unwrap(), "{}");
+    assert_eq!(std::fs::read_to_string(&weights).unwrap(), "w");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "a,b\n");
+}
+
+#[test]
 fn reports_and_a_second_run_cannot_replace_models_being_saved() {
     let dir = tempfile::tempdir().unwrap();
     let saving = dir.path().join("release");
@@ -551,7 +593,7 @@ fn bad_anchor_files_and_mitigation_values_are_refused_before_training() {
         ),
         (
             vec!["--anchor", "/dev/null"],
-            "error: --anchor: /dev/null: is not a regular file\n".to_owned(),
+            "error: --anchor: /dev/null: not a regular file (a character device)\n".to_owned(),
         ),
         (
             vec!["--mitigate", "codistill", "--burn-in", "135"],

@@ -6,6 +6,11 @@ use serde::Deserialize;
 
 use super::{Report, SCHEMA_VERSION};
 use crate::error::{Error, Result};
+use crate::regular_file::read_regular_text;
+
+/// Far above any report's size (a few MB for hundreds of models); a larger
+/// file is not a report.
+const MAX_REPORT_BYTES: u64 = 1 << 30;
 
 pub fn render(report: &Report) -> String {
     serde_json::to_string_pretty(report).expect("a Report always serialises") + "\n"
@@ -19,8 +24,7 @@ pub fn load(path: &Path) -> Result<Report> {
         path: path.to_owned(),
         message,
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|err| failed(format!("cannot read: {err}")))?;
+    let text = read_regular_text(path, MAX_REPORT_BYTES).map_err(failed)?;
     #[derive(Deserialize)]
     struct Version {
         schema_version: u32,
