@@ -120,6 +120,17 @@ pub fn compare(
             ));
         }
     }
+    // A report combined from a run directory may lack planned models: its
+    // figures then describe fewer models than its config asked for.
+    for (name, report) in [(baseline_name, baseline), (candidate_name, candidate)] {
+        if let Some(incomplete) = &report.incomplete {
+            notes.push(format!(
+                "{name} is incomplete: {} of its {} planned models are missing (see its `incomplete`)",
+                incomplete.missing.len(),
+                incomplete.planned
+            ));
+        }
+    }
     Ok(Comparison {
         baseline: baseline_name.to_owned(),
         candidate: candidate_name.to_owned(),

@@ -101,3 +101,28 @@ fn a_short_fingerprint_is_shown_whole() {
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(table.contains("(same test set abc)"), "{table}");
 }
+
+#[test]
+fn an_incomplete_report_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/fixtures/reports/current.json")).unwrap(),
+    )
+    .unwrap();
+    report["incomplete"] = serde_json::json!({
+        "planned": 5,
+        "missing": ["model 3: no artifact", "model 4: no artifact"],
+    });
+    let path = dir.path().join("partial.json");
+    std::fs::write(&path, report.to_string()).unwrap();
+    let output = compare(&["fixtures/reports/baseline.json", path.to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let comparisons: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        comparisons[0]["notes"],
+        serde_json::json!([format!(
+            "{} is incomplete: 2 of its 5 planned models are missing (see its `incomplete`)",
+            path.display()
+        )])
+    );
+}
