@@ -205,10 +205,13 @@ pub fn check_directory(dir: &Path) -> Result<SaveDir> {
         .collect();
     saved.sort();
     if let Some(first) = saved.first() {
+        let others = match saved.len() - 1 {
+            0 => String::new(),
+            more => format!(" and {more} more"),
+        };
         return refuse(format!(
-            "{} already holds saved models ({first} and {} more); save into a new directory",
+            "{} already holds files named like saved models ({first}{others}); save into a new directory",
             dir.display(),
-            saved.len() - 1
         ));
     }
     let probe = dir.join(format!(".churn-audit-probe.{}", std::process::id()));

@@ -381,13 +381,25 @@ fn saving_never_replaces_saved_models() {
     assert_eq!(
         stderr(&output),
         format!(
-            "error: --save-models: {} already holds saved models (model-0.json and 5 more); save into a new directory\n",
+            "error: --save-models: {} already holds files named like saved models (model-0.json and 5 more); save into a new directory\n",
             dir.path().display()
         )
     );
     assert_eq!(
         std::fs::read(dir.path().join("model-0.safetensors")).unwrap(),
         before
+    );
+
+    let notes = tempfile::tempdir().unwrap();
+    std::fs::write(notes.path().join("model-notes.txt"), "kept").unwrap();
+    let output = churn_audit(&[FAST, &["--save-models", notes.path().to_str().unwrap()]].concat());
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: --save-models: {} already holds files named like saved models (model-notes.txt); save into a new directory\n",
+            notes.path().display()
+        )
     );
 }
 
