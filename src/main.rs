@@ -12,7 +12,6 @@ use churn_audit::cli::{
     ReportArgs, RunArgs, TrainArgs,
 };
 use churn_audit::config::{AuditConfig, RunConfig};
-use churn_audit::data::source::DataSource;
 use churn_audit::gate::{self, Baseline, Judged, Verdicts};
 use churn_audit::output::Outputs;
 use churn_audit::pipeline::Event;
@@ -174,33 +173,26 @@ fn audit(args: &AuditArgs) -> Result<bool, Error> {
 
 /// Reports must not replace what the run reads or keeps: its data, config,
 /// anchor and baseline, its run directory's plan, artifacts and locks, or the
-/// models it saves (or that its anchor is among).
+/// models it saves.
 fn refuse_outputs_over_inputs(
     outputs: &Outputs,
     args: &CommonArgs,
     checks: &GateArgs,
     store: Option<&RunDir>,
 ) -> Result<(), Error> {
-    let data = match &args.data {
-        DataSource::Csv { path } | DataSource::Libsvm { path } => Some(path.as_path()),
-        _ => None,
-    };
+    outputs.refuse_over_data(&args.data, args.test.as_deref())?;
     outputs.refuse_over_inputs(&named_files(&[
-        ("--data", data),
-        ("--test", args.test.as_deref()),
         ("--config", args.config.as_deref()),
-        ("--anchor", args.anchor.as_deref()),
         ("--baseline", checks.baseline.as_deref()),
     ]))?;
+    if let Some(anchor) = &args.anchor {
+        outputs.refuse_over_anchor(anchor)?;
+    }
     if let Some(store) = store {
         outputs.refuse_inside(store.root())?;
     }
     if let Some(dir) = &args.save_models {
         outputs.refuse_among_saved_models(dir)?;
-    }
-    if let Some(anchor) = &args.anchor {
-        let dir = anchor.parent().filter(|dir| !dir.as_os_str().is_empty());
-        outputs.refuse_among_saved_models(dir.unwrap_or(Path::new(".")))?;
     }
     Ok(())
 }
@@ -307,13 +299,14 @@ fn report(args: &ReportArgs) -> Result<bool, Error> {
     let judge_completeness = args.checks.any() || args.output.junit.is_some();
     let outputs = prepare(&args.output, judge_completeness)?;
     let baseline = load_baseline(&args.checks)?;
-    outputs.refuse_over_inputs(&named_files(&[
-        ("--anchor", args.anchor.as_deref()),
-        ("--baseline", args.checks.baseline.as_deref()),
-    ]))?;
+    outputs.refuse_over_inputs(&named_files(&[("--baseline", args.checks.baseline.as_deref())]))?;
+    if let Some(anchor) = &args.anchor {
+        outputs.refuse_over_anchor(anchor)?;
+    }
     outputs.refuse_inside(&args.dir)?;
     let dir = RunDir::at(&args.dir);
     let plan = dir.read_plan()?;
+    outputs.refuse_over_data(&plan.config.data.source, plan.config.data.test.as_deref())?;
     let report = pipeline::collect(&dir, &plan, args.anchor.as_deref())?;
     // A missing model fails the `complete` check, which says which.
     let judged = gate::Judged {

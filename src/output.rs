@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Format, OutputArgs};
+use crate::data::source::{DataLocation, DataSource};
 use crate::error::{Error, Result};
 use crate::report::audit::AuditReport;
 use crate::report::{html, json, junit, markdown, table, Report};
@@ -100,11 +101,50 @@ impl Outputs {
     /// its artifacts or locks, links followed as the writers follow them:
     /// such a report would destroy what it was made from.
     pub fn refuse_inside(&self, run_dir: &Path) -> Result<()> {
+        // Its parts may be links themselves (models/ on shared storage).
         self.refuse_landing(run_dir, "part of the run directory", |dir, place| {
-            place == dir.join("plan.json")
-                || place.starts_with(dir.join("models"))
-                || place.starts_with(dir.join("locks"))
+            place == resolve_links(&dir.join("plan.json"))
+                || ["models", "locks"]
+                    .iter()
+                    .any(|part| place.starts_with(resolve_links(&dir.join(part))))
         })
+    }
+
+    /// Refuses outputs that would replace the data: its file, a file of its
+    /// IDX directory, or the --test file.
+    pub fn refuse_over_data(&self, source: &DataSource, test: Option<&Path>) -> Result<()> {
+        match source.location() {
+            Some(DataLocation::File(path)) => self.refuse_over_inputs(&[("--data", path)])?,
+            Some(DataLocation::Directory(dir)) => {
+                self.refuse_landing(dir, "a file of the data in", |dir, place| {
+                    place.parent() == Some(dir) && place.is_file()
+                })?
+            }
+            None => {}
+        }
+        match test {
+            Some(test) => self.refuse_over_inputs(&[("--test", test)]),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses outputs that would replace the --anchor: the file given, the
+    /// other file of its model (sidecar or weights, of the same name), and
+    /// any saved model beside it, links followed as loading follows them.
+    pub fn refuse_over_anchor(&self, anchor: &Path) -> Result<()> {
+        let real = resolve_links(anchor);
+        let mut files = Vec::new();
+        for path in [anchor, real.as_path()] {
+            files.extend([
+                path.to_owned(),
+                path.with_extension("json"),
+                path.with_extension("safetensors"),
+            ]);
+        }
+        let named: Vec<(&str, &Path)> = files.iter().map(|path| ("--anchor", path.as_path())).collect();
+        self.refuse_over_inputs(&named)?;
+        let dir = real.parent().filter(|dir| !dir.as_os_str().is_empty());
+        self.refuse_among_saved_models(dir.unwrap_or(Path::new(".")))
     }
 
     /// Refuses outputs that would replace the files of a model this run

@@ -121,7 +121,7 @@ pub fn plan_replaced(previous: &ReplacedPlan) -> String {
         ReplacedPlan::OtherModels => "this config's models trained another way (`plan` trains each alone on --threads threads, a parallel `run` each on one thread), under other keys".into(),
     };
     format!(
-        "note: the run directory's plan.json was {was}; it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models"
+        "note: the run directory's plan.json was {was}; it is now this command's: array tasks still working from the old plan will train this plan's models, and `report` counts only this plan's"
     )
 }
 

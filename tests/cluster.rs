@@ -1077,6 +1077,79 @@ fn outputs_landing_in_the_run_directory_are_refused_through_links_and_for_run_to
 }
 
 #[test]
+fn report_keeps_the_plans_data_and_a_linked_models_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, test) = (dir.path().join("rows.csv"), dir.path().join("held-out.csv"));
+    std::fs::copy(Path::new(ROOT).join("fixtures/small.csv"), &data).unwrap();
+    std::fs::copy(Path::new(ROOT).join("fixtures/small-test.csv"), &test).unwrap();
+    let (out, store) = (dir.path().join("run"), dir.path().join("store"));
+    let source = format!("csv:{}", data.display());
+    succeeds(
+        &[
+            &["run"],
+            FAST,
+            &["--seeds", "2", "--data", &source, "--test", path_arg(&test), "--out", path_arg(&out)],
+        ]
+        .concat(),
+    );
+    // The models on other storage, linked in.
+    std::fs::rename(out.join("models"), &store).unwrap();
+    std::os::unix::fs::symlink(&store, out.join("models")).unwrap();
+    let artifact = files(&store, ".artifact")[0].clone();
+    let kept: Vec<Vec<u8>> = [&data, &test, &artifact]
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    let resolved = std::fs::canonicalize(&out).unwrap();
+    for (target, message) in [
+        (&data, "the --data file this command reads".to_owned()),
+        (&test, "the --test file this command reads".to_owned()),
+        (&artifact, format!("part of the run directory {}", resolved.display())),
+    ] {
+        let refused = output(&["report", path_arg(&out), "--json", path_arg(target)]);
+        assert_eq!(refused.status.code(), Some(2));
+        assert_eq!(
+            stderr(&refused),
+            format!(
+                "error: --json: {} would replace {message}; write reports elsewhere\n",
+                target.display()
+            )
+        );
+    }
+    let after: Vec<Vec<u8>> = [&data, &test, &artifact]
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect();
+    assert_eq!(after, kept);
+    succeeds(&["report", path_arg(&out)]);
+}
+
+#[test]
+fn outputs_never_replace_a_file_of_an_idx_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("idx");
+    std::fs::create_dir(&idx).unwrap();
+    for entry in std::fs::read_dir(Path::new(ROOT).join("fixtures/idx")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), idx.join(entry.file_name())).unwrap();
+    }
+    let images = idx.join("t10k-images-idx3-ubyte");
+    let before = std::fs::read(&images).unwrap();
+    let source = format!("idx:{}", idx.display());
+    let refused = output(&[&["run"], FAST, &["--data", &source, "--json", path_arg(&images)]].concat());
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused),
+        format!(
+            "error: --json: {} would replace a file of the data in {}; write reports elsewhere\n",
+            images.display(),
+            std::fs::canonicalize(&idx).unwrap().display()
+        )
+    );
+    assert_eq!(std::fs::read(&images).unwrap(), before);
+}
+
+#[test]
 fn an_incomplete_directory_fails_the_complete_check_in_junit_without_other_checks() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -1217,7 +1290,7 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
     let first: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     let note = format!(
-        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models\n",
+        "note: the run directory's plan.json was another config's (config_sha256 {}); it is now this command's: array tasks still working from the old plan will train this plan's models, and `report` counts only this plan's\n",
         &first["config_sha256"].as_str().unwrap()[..12]
     );
     assert_eq!(plan("3"), note);
@@ -1239,7 +1312,7 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
     let replaced = succeeds(&[&["run"], &two_threads[..], &[path_arg(&out)]].concat());
     assert_eq!(
         stderr(&replaced),
-        "note: the run directory's plan.json was this config's models trained another way (`plan` trains each alone on --threads threads, a parallel `run` each on one thread), under other keys; it is now this command's, models stored under the old plan are not reused, and array tasks still working from the old plan will train this plan's models\n"
+        "note: the run directory's plan.json was this config's models trained another way (`plan` trains each alone on --threads threads, a parallel `run` each on one thread), under other keys; it is now this command's: array tasks still working from the old plan will train this plan's models, and `report` counts only this plan's\n"
     );
 }
 

@@ -417,6 +417,7 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
         path.to_str().unwrap()
     }
     let data_source = format!("csv:{}", arg(&data));
+    let sibling = release.join("model-1.json");
     let refusals = [
         (
             vec!["--anchor", arg(&production), "--json", arg(&production)],
@@ -424,9 +425,13 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
         ),
         (
             vec!["--anchor", arg(&sidecar), "--html", arg(&weights)],
+            format!("--html: {} would replace the --anchor file this command reads", weights.display()),
+        ),
+        (
+            vec!["--anchor", arg(&sidecar), "--json", arg(&sibling)],
             format!(
-                "--html: {} would replace a saved model's file in {}",
-                weights.display(),
+                "--json: {} would replace a saved model's file in {}",
+                sibling.display(),
                 release.canonicalize().unwrap().display()
             ),
         ),
@@ -435,6 +440,19 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
             format!("--markdown: {} would replace the --data file this command reads", data.display()),
         ),
     ];
+    // A renamed copy of a model, reached through a link: its weights are
+    // loaded from where the link leads.
+    let (copy, link) = (dir.path().join("copy"), dir.path().join("link"));
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::create_dir_all(&link).unwrap();
+    std::fs::copy(&sidecar, copy.join("production.json")).unwrap();
+    std::fs::copy(&weights, copy.join("production.safetensors")).unwrap();
+    std::os::unix::fs::symlink(copy.join("production.json"), link.join("anchor.json")).unwrap();
+    let (linked, copied_weights) = (link.join("anchor.json"), copy.join("production.safetensors"));
+    let refusals = refusals.into_iter().chain([(
+        vec!["--anchor", arg(&linked), "--json", arg(&copied_weights)],
+        format!("--json: {} would replace the --anchor file this command reads", copied_weights.display()),
+    )]);
     for (flags, message) in refusals {
         let output = churn_audit(&[FAST, &flags[..]].concat());
         assert_eq!(output.status.code(), Some(2), "{flags:?}");

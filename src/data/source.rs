@@ -1,7 +1,7 @@
 //! The `--data` value: which loader reads what.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,29 @@ pub enum DataSource {
 
 pub const EXPECTED: &str =
     "expected digits, fashion-mnist[:DIR], mnist:DIR, idx:DIR, csv:PATH or libsvm:PATH";
+
+impl DataSource {
+    /// What the data is read from on disk: a file (csv, libsvm) or a
+    /// directory of IDX files; `None` for the embedded digits.
+    pub fn location(&self) -> Option<DataLocation<'_>> {
+        match self {
+            DataSource::Digits => None,
+            DataSource::FashionMnist { dir } => Some(DataLocation::Directory(
+                dir.as_deref()
+                    .unwrap_or(Path::new(super::fashion_mnist::DEFAULT_DIR)),
+            )),
+            DataSource::Idx { dir } => Some(DataLocation::Directory(dir)),
+            DataSource::Csv { path } | DataSource::Libsvm { path } => {
+                Some(DataLocation::File(path))
+            }
+        }
+    }
+}
+
+pub enum DataLocation<'a> {
+    File(&'a Path),
+    Directory(&'a Path),
+}
 
 impl FromStr for DataSource {
     type Err = String;
