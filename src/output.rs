@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Format, OutputArgs};
+use crate::data::idx;
 use crate::data::source::{DataLocation, DataSource};
 use crate::error::{Error, Result};
 use crate::report::audit::AuditReport;
@@ -117,7 +118,10 @@ impl Outputs {
             Some(DataLocation::File(path)) => self.refuse_over_inputs(&[("--data", path)])?,
             Some(DataLocation::Directory(dir)) => {
                 self.refuse_landing(dir, "a file of the data in", |dir, place| {
-                    place.parent() == Some(dir) && place.is_file()
+                    place.parent() == Some(dir)
+                        && place
+                            .file_name()
+                            .is_some_and(|name| idx::is_data_file(&name.to_string_lossy()))
                 })?
             }
             None => {}

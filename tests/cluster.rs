@@ -1147,6 +1147,10 @@ fn outputs_never_replace_a_file_of_an_idx_data_directory() {
         )
     );
     assert_eq!(std::fs::read(&images).unwrap(), before);
+    // A report beside the data is fine.
+    let report = idx.join("report.json");
+    succeeds(&[&["run"], FAST, &["--data", &source, "--json", path_arg(&report)]].concat());
+    assert!(report.is_file());
 }
 
 #[test]

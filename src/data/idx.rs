@@ -23,11 +23,27 @@ pub struct Idx<'a> {
     pub data: &'a [u8],
 }
 
+fn images_name(prefix: &str) -> String {
+    format!("{prefix}-images-idx3-ubyte")
+}
+
+fn labels_name(prefix: &str) -> String {
+    format!("{prefix}-labels-idx1-ubyte")
+}
+
+/// Whether `name` is one of the files `load_dir` may read.
+pub fn is_data_file(name: &str) -> bool {
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    ["train", "t10k"]
+        .iter()
+        .any(|prefix| name == images_name(prefix) || name == labels_name(prefix))
+}
+
 pub fn load_dir(name: &str, dir: &Path, num_classes: Option<usize>) -> Result<Loaded> {
     let pair = |prefix: &str| -> Result<(PathBuf, PathBuf)> {
         Ok((
-            find(dir, &format!("{prefix}-images-idx3-ubyte"))?,
-            find(dir, &format!("{prefix}-labels-idx1-ubyte"))?,
+            find(dir, &images_name(prefix))?,
+            find(dir, &labels_name(prefix))?,
         ))
     };
     let (train_images, train_labels) = pair("train")?;
