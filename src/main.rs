@@ -127,10 +127,11 @@ fn clap_failure(err: clap::Error, context: &str) -> ExitCode {
 
 /// Trains, reports and gates; `Ok(false)` when a check failed.
 fn run(args: &RunArgs) -> Result<bool, Error> {
+    let config = RunConfig::from_args(args)?;
+    // Made before the outputs are checked, so that a report may go into it.
+    let store = run_dir(&args.common)?;
     let outputs = prepare(&args.common.output, args.checks.any())?;
     let baseline = load_baseline(&args.checks)?;
-    let config = RunConfig::from_args(args)?;
-    let store = run_dir(&args.common)?;
     refuse_outputs_over_inputs(&outputs, &args.common, &args.checks, store.as_ref())?;
     let progress = progress(&args.common, &outputs, config.models, config.train.epochs);
     let files = model_files(&args.common);
@@ -151,10 +152,11 @@ fn model_files(args: &CommonArgs) -> pipeline::ModelFiles {
 /// Trains the audit's groups, reports and gates them; red flags alone do not
 /// change the exit code.
 fn audit(args: &AuditArgs) -> Result<bool, Error> {
+    let config = AuditConfig::from_args(args)?;
+    // Made before the outputs are checked, so that a report may go into it.
+    let store = run_dir(&args.common)?;
     let outputs = prepare(&args.common.output, args.checks.any())?;
     let baseline = load_baseline(&args.checks)?;
-    let config = AuditConfig::from_args(args)?;
-    let store = run_dir(&args.common)?;
     refuse_outputs_over_inputs(&outputs, &args.common, &args.checks, store.as_ref())?;
     let models = pipeline::distinct_audit_models(&config);
     let progress = progress(&args.common, &outputs, models, config.control.train.epochs);
@@ -334,8 +336,8 @@ fn gate(args: &GateCommandArgs) -> Result<bool, Error> {
         ));
     }
     let outputs = prepare(&args.output, args.checks.any())?;
+    outputs.refuse_over_judged_report(&args.report)?;
     outputs.refuse_over_inputs(&named_files(&[
-        ("report", Some(args.report.as_path())),
         ("--config", args.config.as_deref()),
         ("--baseline", args.checks.baseline.as_deref()),
     ]))?;

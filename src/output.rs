@@ -148,30 +148,43 @@ impl Outputs {
         let named: Vec<(&str, &Path)> = files.iter().map(|path| ("--anchor", path.as_path())).collect();
         self.refuse_over_inputs(&named)?;
         let dir = real.parent().filter(|dir| !dir.as_os_str().is_empty());
-        self.refuse_among_saved_models(dir.unwrap_or(Path::new(".")))
+        self.refuse_landing(
+            dir.unwrap_or(Path::new(".")),
+            "a saved model's file in",
+            |dir, place| is_saved_model_file(dir, place) && place.exists(),
+        )
     }
 
     /// Refuses outputs that would replace the files of a model this run
     /// saves (--save-models), which an `--anchor` may name later.
     pub fn refuse_among_saved_models(&self, save_dir: &Path) -> Result<()> {
-        self.refuse_landing(save_dir, "a saved model's file in", |dir, place| {
-            place.parent() == Some(dir)
-                && place
-                    .file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with(SAVED_PREFIX))
-        })
+        self.refuse_landing(save_dir, "a saved model's file in", is_saved_model_file)
     }
 
     /// Refuses outputs that would replace a file this command reads (its
     /// data, --config, --anchor, a report or --baseline), each given with the
     /// flag that named it: the report would destroy what it was made from.
     pub fn refuse_over_inputs(&self, inputs: &[(&str, &Path)]) -> Result<()> {
+        self.refuse_over(inputs, |_| true)
+    }
+
+    /// As `refuse_over_inputs` for the report `gate` judges, which its
+    /// `--json` may name: gate writes the same report back, in the same
+    /// format, with the verdicts added (a config file that `run` and `gate`
+    /// share names one JSON report for both).
+    pub fn refuse_over_judged_report(&self, report: &Path) -> Result<()> {
+        self.refuse_over(&[("report", report)], |flag| flag != "--json")
+    }
+
+    fn refuse_over(&self, inputs: &[(&str, &Path)], checked: impl Fn(&str) -> bool) -> Result<()> {
         for (input_flag, input) in inputs {
             let Ok(input) = fs::canonicalize(input) else {
                 continue;
             };
             for (flag, path) in self.files() {
-                let Some(path) = path else { continue };
+                let Some(path) = path.filter(|_| checked(flag)) else {
+                    continue;
+                };
                 if landing_place(path).as_ref() == Some(&input) {
                     return Err(Error::usage(
                         flag,
@@ -380,6 +393,14 @@ fn is_special(path: &Path) -> bool {
 
 /// The file a write to `path` changes: the path with every link followed
 /// where it exists, else a new name in its (resolved) directory.
+/// Whether `place` is, or would be, a file `--save-models` writes in `dir`.
+fn is_saved_model_file(dir: &Path, place: &Path) -> bool {
+    place.parent() == Some(dir)
+        && place
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with(SAVED_PREFIX))
+}
+
 fn landing_place(path: &Path) -> Option<PathBuf> {
     if let Ok(place) = fs::canonicalize(path) {
         return Some(place);

@@ -1074,6 +1074,18 @@ fn outputs_landing_in_the_run_directory_are_refused_through_links_and_for_run_to
         ),
         kept
     );
+
+    // A report may go into, or beside, a run directory this run creates.
+    let fresh = dir.path().join("runs/fresh");
+    succeeds(
+        &[
+            &["run"],
+            FAST,
+            &["--seeds", "2", "--out", path_arg(&fresh), "--json", path_arg(&fresh.join("report.json"))],
+        ]
+        .concat(),
+    );
+    assert!(fresh.join("report.json").is_file());
 }
 
 #[test]

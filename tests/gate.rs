@@ -507,6 +507,14 @@ fn outputs_never_replace_the_reports_they_read() {
         std::fs::read(&baseline).unwrap(),
         std::fs::read(Path::new(ROOT).join(BASELINE)).unwrap()
     );
+    // Its --json may name the report: the same report comes back, judged.
+    let judged = churn_audit(&["gate", report_arg, "--max-churn", "0.5", "--json", report_arg]);
+    assert_eq!(judged.code, Some(0), "{}", judged.stderr);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let original: Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(CURRENT)).unwrap()).unwrap();
+    assert_eq!(written["gate"]["passed"], true);
+    assert_eq!(written["models"], original["models"]);
 }
 
 #[test]

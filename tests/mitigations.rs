@@ -418,6 +418,7 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
     }
     let data_source = format!("csv:{}", arg(&data));
     let sibling = release.join("model-1.json");
+    std::fs::write(&sibling, "{}").unwrap();
     let refusals = [
         (
             vec!["--anchor", arg(&production), "--json", arg(&production)],
@@ -458,6 +459,13 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
         assert_eq!(output.status.code(), Some(2), "{flags:?}");
         assert_eq!(stderr(&output), format!("error: {message}; write reports elsewhere\n"));
     }
+    // A new file named like a saved model beside the anchor replaces nothing:
+    // this run gets as far as reading the (hand-made, invalid) anchor.
+    let beside = release.join("model-report.json");
+    let output = churn_audit(&[FAST, &["--anchor", arg(&sidecar), "--json", arg(&beside)]].concat());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!stderr(&output).contains("would replace"), "{}", stderr(&output));
+    assert!(!beside.exists());
     assert_eq!(std::fs::read_to_string(&production).unwrap(), "{}");
     assert_eq!(std::fs::read_to_string(&weights).unwrap(), "w");
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "a,b\n");
