@@ -301,7 +301,10 @@ fn report(args: &ReportArgs) -> Result<bool, Error> {
     let judge_completeness = args.checks.any() || args.output.junit.is_some();
     let outputs = prepare(&args.output, judge_completeness)?;
     let baseline = load_baseline(&args.checks)?;
-    outputs.refuse_over_inputs(&named_files(&[("--baseline", args.checks.baseline.as_deref())]))?;
+    outputs.refuse_over_inputs(&named_files(&[(
+        "--baseline",
+        args.checks.baseline.as_deref(),
+    )]))?;
     if let Some(anchor) = &args.anchor {
         outputs.refuse_over_anchor(anchor)?;
     }

@@ -145,7 +145,10 @@ impl Outputs {
                 path.with_extension("safetensors"),
             ]);
         }
-        let named: Vec<(&str, &Path)> = files.iter().map(|path| ("--anchor", path.as_path())).collect();
+        let named: Vec<(&str, &Path)> = files
+            .iter()
+            .map(|path| ("--anchor", path.as_path()))
+            .collect();
         self.refuse_over_inputs(&named)?;
         let dir = real.parent().filter(|dir| !dir.as_os_str().is_empty());
         self.refuse_landing(

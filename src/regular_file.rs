@@ -30,7 +30,8 @@ impl ReadError {
 /// The text of `path`, a regular file of at most `limit` bytes, in UTF-8.
 pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, String> {
     let bytes = read_regular(path, limit).map_err(ReadError::reason)?;
-    String::from_utf8(bytes).map_err(|_| "cannot read it: stream did not contain valid UTF-8".into())
+    String::from_utf8(bytes)
+        .map_err(|_| "cannot read it: stream did not contain valid UTF-8".into())
 }
 
 /// The bytes of `path`, a regular file (after following links) of at most

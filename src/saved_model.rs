@@ -299,11 +299,10 @@ pub fn load_anchor(path: &Path, data: &TrainData, dataset: &DatasetInfo) -> Resu
     } else {
         String::new()
     };
-    let text = read_regular_text(&sidecar_path, limit)
-        .map_err(|why| match weights_given {
-            true => refuse(format!("its sidecar {}: {why}", sidecar_path.display())),
-            false => refuse(why),
-        })?;
+    let text = read_regular_text(&sidecar_path, limit).map_err(|why| match weights_given {
+        true => refuse(format!("its sidecar {}: {why}", sidecar_path.display())),
+        false => refuse(why),
+    })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|err| refuse(format!("{sidecar_named}is not valid JSON: {err}")))?;
     let format = value

@@ -1081,7 +1081,14 @@ fn outputs_landing_in_the_run_directory_are_refused_through_links_and_for_run_to
         &[
             &["run"],
             FAST,
-            &["--seeds", "2", "--out", path_arg(&fresh), "--json", path_arg(&fresh.join("report.json"))],
+            &[
+                "--seeds",
+                "2",
+                "--out",
+                path_arg(&fresh),
+                "--json",
+                path_arg(&fresh.join("report.json")),
+            ],
         ]
         .concat(),
     );
@@ -1100,7 +1107,16 @@ fn report_keeps_the_plans_data_and_a_linked_models_directory() {
         &[
             &["run"],
             FAST,
-            &["--seeds", "2", "--data", &source, "--test", path_arg(&test), "--out", path_arg(&out)],
+            &[
+                "--seeds",
+                "2",
+                "--data",
+                &source,
+                "--test",
+                path_arg(&test),
+                "--out",
+                path_arg(&out),
+            ],
         ]
         .concat(),
     );
@@ -1116,7 +1132,10 @@ fn report_keeps_the_plans_data_and_a_linked_models_directory() {
     for (target, message) in [
         (&data, "the --data file this command reads".to_owned()),
         (&test, "the --test file this command reads".to_owned()),
-        (&artifact, format!("part of the run directory {}", resolved.display())),
+        (
+            &artifact,
+            format!("part of the run directory {}", resolved.display()),
+        ),
     ] {
         let refused = output(&["report", path_arg(&out), "--json", path_arg(target)]);
         assert_eq!(refused.status.code(), Some(2));
@@ -1148,7 +1167,14 @@ fn outputs_never_replace_a_file_of_an_idx_data_directory() {
     let images = idx.join("t10k-images-idx3-ubyte");
     let before = std::fs::read(&images).unwrap();
     let source = format!("idx:{}", idx.display());
-    let refused = output(&[&["run"], FAST, &["--data", &source, "--json", path_arg(&images)]].concat());
+    let refused = output(
+        &[
+            &["run"],
+            FAST,
+            &["--data", &source, "--json", path_arg(&images)],
+        ]
+        .concat(),
+    );
     assert_eq!(refused.status.code(), Some(2));
     assert_eq!(
         stderr(&refused),
@@ -1161,7 +1187,14 @@ fn outputs_never_replace_a_file_of_an_idx_data_directory() {
     assert_eq!(std::fs::read(&images).unwrap(), before);
     // A report beside the data is fine.
     let report = idx.join("report.json");
-    succeeds(&[&["run"], FAST, &["--data", &source, "--json", path_arg(&report)]].concat());
+    succeeds(
+        &[
+            &["run"],
+            FAST,
+            &["--data", &source, "--json", path_arg(&report)],
+        ]
+        .concat(),
+    );
     assert!(report.is_file());
 }
 
@@ -1323,7 +1356,16 @@ fn replacing_the_plan_of_another_config_is_said_even_when_quiet() {
 
     // On two threads `plan` trains each model alone on both, a parallel
     // `run` each on one: the same config, other models.
-    let two_threads = ["--epochs", "3", "--threads", "2", "--seeds", "2", "-q", "--out"];
+    let two_threads = [
+        "--epochs",
+        "3",
+        "--threads",
+        "2",
+        "--seeds",
+        "2",
+        "-q",
+        "--out",
+    ];
     succeeds(&[&["plan"], &two_threads[..], &[path_arg(&out)]].concat());
     let replaced = succeeds(&[&["run"], &two_threads[..], &[path_arg(&out)]].concat());
     assert_eq!(

@@ -115,7 +115,11 @@ fn an_incomplete_report_is_noted() {
     });
     let path = dir.path().join("partial.json");
     std::fs::write(&path, report.to_string()).unwrap();
-    let output = compare(&["fixtures/reports/baseline.json", path.to_str().unwrap(), "--json"]);
+    let output = compare(&[
+        "fixtures/reports/baseline.json",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let comparisons: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(

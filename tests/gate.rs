@@ -508,11 +508,19 @@ fn outputs_never_replace_the_reports_they_read() {
         std::fs::read(Path::new(ROOT).join(BASELINE)).unwrap()
     );
     // Its --json may name the report: the same report comes back, judged.
-    let judged = churn_audit(&["gate", report_arg, "--max-churn", "0.5", "--json", report_arg]);
+    let judged = churn_audit(&[
+        "gate",
+        report_arg,
+        "--max-churn",
+        "0.5",
+        "--json",
+        report_arg,
+    ]);
     assert_eq!(judged.code, Some(0), "{}", judged.stderr);
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let original: Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(CURRENT)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(Path::new(ROOT).join(CURRENT)).unwrap())
+            .unwrap();
     assert_eq!(written["gate"]["passed"], true);
     assert_eq!(written["models"], original["models"]);
 }
@@ -521,7 +529,10 @@ fn outputs_never_replace_the_reports_they_read() {
 fn a_device_or_fifo_is_refused_as_a_report_or_config_without_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.json");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let fifo = fifo.to_str().unwrap();
     refused(

@@ -408,9 +408,20 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     std::fs::create_dir(&release).unwrap();
-    let (sidecar, weights) = (release.join("model-0.json"), release.join("model-0.safetensors"));
-    let (production, data) = (dir.path().join("production.json"), dir.path().join("rows.csv"));
-    for (path, text) in [(&sidecar, "{}"), (&weights, "w"), (&production, "{}"), (&data, "a,b\n")] {
+    let (sidecar, weights) = (
+        release.join("model-0.json"),
+        release.join("model-0.safetensors"),
+    );
+    let (production, data) = (
+        dir.path().join("production.json"),
+        dir.path().join("rows.csv"),
+    );
+    for (path, text) in [
+        (&sidecar, "{}"),
+        (&weights, "w"),
+        (&production, "{}"),
+        (&data, "a,b\n"),
+    ] {
         std::fs::write(path, text).unwrap();
     }
     fn arg(path: &std::path::Path) -> &str {
@@ -422,11 +433,17 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
     let refusals = [
         (
             vec!["--anchor", arg(&production), "--json", arg(&production)],
-            format!("--json: {} would replace the --anchor file this command reads", production.display()),
+            format!(
+                "--json: {} would replace the --anchor file this command reads",
+                production.display()
+            ),
         ),
         (
             vec!["--anchor", arg(&sidecar), "--html", arg(&weights)],
-            format!("--html: {} would replace the --anchor file this command reads", weights.display()),
+            format!(
+                "--html: {} would replace the --anchor file this command reads",
+                weights.display()
+            ),
         ),
         (
             vec!["--anchor", arg(&sidecar), "--json", arg(&sibling)],
@@ -438,7 +455,10 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
         ),
         (
             vec!["--data", &data_source, "--markdown", arg(&data)],
-            format!("--markdown: {} would replace the --data file this command reads", data.display()),
+            format!(
+                "--markdown: {} would replace the --data file this command reads",
+                data.display()
+            ),
         ),
     ];
     // A renamed copy of a model, reached through a link: its weights are
@@ -449,22 +469,36 @@ fn reports_cannot_replace_the_anchor_its_saved_model_or_the_data() {
     std::fs::copy(&sidecar, copy.join("production.json")).unwrap();
     std::fs::copy(&weights, copy.join("production.safetensors")).unwrap();
     std::os::unix::fs::symlink(copy.join("production.json"), link.join("anchor.json")).unwrap();
-    let (linked, copied_weights) = (link.join("anchor.json"), copy.join("production.safetensors"));
+    let (linked, copied_weights) = (
+        link.join("anchor.json"),
+        copy.join("production.safetensors"),
+    );
     let refusals = refusals.into_iter().chain([(
         vec!["--anchor", arg(&linked), "--json", arg(&copied_weights)],
-        format!("--json: {} would replace the --anchor file this command reads", copied_weights.display()),
+        format!(
+            "--json: {} would replace the --anchor file this command reads",
+            copied_weights.display()
+        ),
     )]);
     for (flags, message) in refusals {
         let output = churn_audit(&[FAST, &flags[..]].concat());
         assert_eq!(output.status.code(), Some(2), "{flags:?}");
-        assert_eq!(stderr(&output), format!("error: {message}; write reports elsewhere\n"));
+        assert_eq!(
+            stderr(&output),
+            format!("error: {message}; write reports elsewhere\n")
+        );
     }
     // A new file named like a saved model beside the anchor replaces nothing:
     // this run gets as far as reading the (hand-made, invalid) anchor.
     let beside = release.join("model-report.json");
-    let output = churn_audit(&[FAST, &["--anchor", arg(&sidecar), "--json", arg(&beside)]].concat());
+    let output =
+        churn_audit(&[FAST, &["--anchor", arg(&sidecar), "--json", arg(&beside)]].concat());
     assert_eq!(output.status.code(), Some(2));
-    assert!(!stderr(&output).contains("would replace"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("would replace"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!beside.exists());
     assert_eq!(std::fs::read_to_string(&production).unwrap(), "{}");
     assert_eq!(std::fs::read_to_string(&weights).unwrap(), "w");
