@@ -118,10 +118,7 @@ impl Outputs {
             Some(DataLocation::File(path)) => self.refuse_over_inputs(&[("--data", path)])?,
             Some(DataLocation::Directory(dir)) => {
                 self.refuse_landing(dir, "a file of the data in", |dir, place| {
-                    place.parent() == Some(dir)
-                        && place
-                            .file_name()
-                            .is_some_and(|name| idx::is_data_file(&name.to_string_lossy()))
+                    is_named_in(dir, place, idx::is_data_file)
                 })?
             }
             None => {}
@@ -394,16 +391,21 @@ fn is_special(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|meta| !meta.is_file())
 }
 
-/// The file a write to `path` changes: the path with every link followed
-/// where it exists, else a new name in its (resolved) directory.
 /// Whether `place` is, or would be, a file `--save-models` writes in `dir`.
 fn is_saved_model_file(dir: &Path, place: &Path) -> bool {
+    is_named_in(dir, place, |name| name.starts_with(SAVED_PREFIX))
+}
+
+/// Whether `place` sits directly in `dir` under a name `named` accepts.
+fn is_named_in(dir: &Path, place: &Path, named: impl Fn(&str) -> bool) -> bool {
     place.parent() == Some(dir)
         && place
             .file_name()
-            .is_some_and(|name| name.to_string_lossy().starts_with(SAVED_PREFIX))
+            .is_some_and(|name| named(&name.to_string_lossy()))
 }
 
+/// The file a write to `path` changes: the path with every link followed
+/// where it exists, else a new name in its (resolved) directory.
 fn landing_place(path: &Path) -> Option<PathBuf> {
     if let Ok(place) = fs::canonicalize(path) {
         return Some(place);
